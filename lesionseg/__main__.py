@@ -1,0 +1,5 @@
+import sys
+
+from lesionseg.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command line: ``lesionseg <command>``. Each command module exposes ``register(subparsers)``."""

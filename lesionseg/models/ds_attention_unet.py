@@ -1,0 +1,198 @@
+"""DS-AttentionUNet: a U-Net with attention-gated skips, deep supervision and GroupNorm.
+
+The model composes an encoder, a decoder and segmentation heads. Constructor arguments are
+JSON-friendly and prefixed by component so that ``PyTorchModelHubMixin`` turns them into
+``config.json``; the ``inference_*`` / ``preprocess_*`` arguments carry no weights but travel
+with them, so every command uses the input size, normalisation and threshold the model was
+trained and tuned with.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .blocks import AttentionGate, ConvBlock
+
+ARCHITECTURE = "DSAttentionUNet"
+
+
+class Encoder(nn.Module):
+    """Conv blocks with 2x max-pooling between them.
+
+    Shapes: (B, C_in, H, W) -> list of (B, C_i, H / 2**i, W / 2**i), shallow to deep.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], norm_groups: int, activation: str,
+                 dropout: float):
+        super().__init__()
+        blocks, prev = [], in_channels
+        for i, ch in enumerate(channels):
+            # dropout only in the two deepest blocks, where over-fitting on 2k images starts
+            drop = dropout if i >= len(channels) - 2 else 0.0
+            blocks.append(ConvBlock(prev, ch, norm_groups, activation, drop))
+            prev = ch
+        self.blocks = nn.ModuleList(blocks)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class DecoderStage(nn.Module):
+    """Upsample the coarser feature, gate the skip with it, concatenate, conv block.
+
+    Shapes: coarse (B, C_c, h, w), skip (B, C_s, 2h, 2w) -> (B, C_out, 2h, 2w).
+    """
+
+    def __init__(self, coarse_ch: int, skip_ch: int, out_ch: int, norm_groups: int, activation: str,
+                 attention: bool):
+        super().__init__()
+        self.reduce = nn.Conv2d(coarse_ch, out_ch, 1, bias=False)
+        self.gate = AttentionGate(skip_ch, out_ch, max(skip_ch // 2, 1), norm_groups) if attention else None
+        self.block = ConvBlock(skip_ch + out_ch, out_ch, norm_groups, activation)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.reduce(F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False))
+        if self.gate is not None:
+            skip, _ = self.gate(skip, up)
+        return self.block(torch.cat([skip, up], dim=1))
+
+
+class Decoder(nn.Module):
+    """Decoder stages from the deepest encoder feature up to full resolution.
+
+    Returns every stage's output (coarse to fine) so that deep-supervision heads can read them.
+    """
+
+    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int], norm_groups: int,
+                 activation: str, attention: bool):
+        super().__init__()
+        if len(decoder_channels) != len(encoder_channels) - 1:
+            raise ValueError(f"decoder_channels needs {len(encoder_channels) - 1} entries (one per skip), "
+                             f"got {len(decoder_channels)}")
+        skips = list(encoder_channels[:-1])[::-1]
+        stages, prev = [], encoder_channels[-1]
+        for skip_ch, out_ch in zip(skips, decoder_channels):
+            stages.append(DecoderStage(prev, skip_ch, out_ch, norm_groups, activation, attention))
+            prev = out_ch
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        x, outs = feats[-1], []
+        for stage, skip in zip(self.stages, feats[-2::-1]):
+            x = stage(x, skip)
+            outs.append(x)
+        return outs
+
+
+class DSAttentionUNet(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="lesionseg",
+    pipeline_tag="image-segmentation",
+    license="apache-2.0",
+    tags=["medical-imaging", "dermoscopy", "skin-lesion-segmentation", "attention-unet", "isic"],
+    repo_url="https://github.com/lesionseg/lesionseg",
+):
+    """DS-AttentionUNet for binary lesion segmentation.
+
+    Args:
+        in_channels: input image channels (3 for RGB).
+        out_channels: output logit channels (1: lesion vs skin).
+        encoder_channels: channels of each encoder level, shallow to deep (4-6 levels).
+        decoder_channels: channels of each decoder stage, deep to shallow (one per skip).
+        norm_groups: GroupNorm groups (reduced per layer to divide its channels).
+        activation: one of ``relu``, ``silu``, ``gelu``, ``leaky_relu``.
+        encoder_dropout: Dropout2d in the two deepest encoder blocks.
+        decoder_attention: attention gates on the skip connections.
+        deep_supervision: auxiliary 1x1 heads on every decoder stage but the last.
+        inference_img_size: square side the model was trained at; images are resized to it.
+        inference_threshold: default probability threshold (tuned for recall on validation data).
+        inference_operating_points: list of ``{"threshold", "recall", "precision"}`` on validation.
+        preprocess_mean, preprocess_std: per-channel normalisation of [0, 1] RGB input.
+
+    ``forward`` shapes: (B, C_in, H, W) -> logits (B, out_channels, H, W) in eval mode, any H, W
+    (padded to a multiple of the total stride and cropped back). In training mode with deep
+    supervision it returns a tuple ``(final, aux_1, ..., aux_k)``, all upsampled to (H, W),
+    finest auxiliary head first.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        encoder_channels: Sequence[int] = (16, 32, 64, 128, 256),
+        decoder_channels: Sequence[int] = (128, 64, 32, 16),
+        norm_groups: int = 8,
+        activation: str = "relu",
+        encoder_dropout: float = 0.1,
+        decoder_attention: bool = True,
+        deep_supervision: bool = True,
+        inference_img_size: int = 256,
+        inference_threshold: float = 0.5,
+        inference_operating_points: list[dict[str, float]] | None = None,
+        preprocess_mean: Sequence[float] = (0.485, 0.456, 0.406),
+        preprocess_std: Sequence[float] = (0.229, 0.224, 0.225),
+    ):
+        super().__init__()
+        if not 4 <= len(encoder_channels) <= 6:
+            raise ValueError(f"encoder_channels needs 4 to 6 levels, got {len(encoder_channels)}")
+        if not 0.0 < inference_threshold < 1.0:
+            raise ValueError(f"inference_threshold must lie in (0, 1), got {inference_threshold}")
+        self.encoder_channels = list(encoder_channels)
+        self.decoder_channels = list(decoder_channels)
+        self.deep_supervision = deep_supervision
+        self.inference_img_size = int(inference_img_size)
+        self.inference_threshold = float(inference_threshold)
+        self.inference_operating_points = list(inference_operating_points or [])
+        self.preprocess_mean = [float(v) for v in preprocess_mean]
+        self.preprocess_std = [float(v) for v in preprocess_std]
+        self.stride = 2 ** (len(encoder_channels) - 1)
+
+        self.encoder = Encoder(in_channels, encoder_channels, norm_groups, activation, encoder_dropout)
+        self.decoder = Decoder(encoder_channels, decoder_channels, norm_groups, activation, decoder_attention)
+        self.head = nn.Conv2d(decoder_channels[-1], out_channels, 1)
+        self.aux_heads = nn.ModuleList(
+            [nn.Conv2d(ch, out_channels, 1) for ch in decoder_channels[:-1]] if deep_supervision else []
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
+        if pad_h or pad_w:
+            # reflect keeps the border statistics skin-like; replicate covers inputs too small to reflect
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        stages = self.decoder(self.encoder(x))
+        logits = self.head(stages[-1])[..., :h, :w]
+        if not (self.training and self.deep_supervision):
+            return logits
+        size = x.shape[-2:]
+        aux = [
+            F.interpolate(head(s), size=size, mode="bilinear", align_corners=False)[..., :h, :w]
+            for head, s in zip(self.aux_heads, stages[:-1])
+        ]
+        return (logits, *aux[::-1])
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, strict: bool = True,
+                        **kwargs: Any) -> "DSAttentionUNet":
+        """Load from a local folder or Hub repo id; strict by default (a shape mismatch fails)."""
+        return super().from_pretrained(pretrained_model_name_or_path, *args, strict=strict, **kwargs)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def _load_as_pickle(cls, model: Any, model_file: str, map_location: str, strict: bool) -> Any:
+        # A Hub repo without model.safetensors would otherwise be unpickled: refuse instead.
+        raise ValueError(f"{model_file}: refusing to unpickle a .bin/.pth checkpoint from the Hub; "
+                         "publish the weights as model.safetensors (lesionseg train --push-to-hub does)")
