@@ -129,12 +129,18 @@ def load_mask(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_P
     """Read a mask as uint8 {0, 1} of shape (H, W).
 
     Works for {0, 255}, {0, 1} and RGB / palette masks: a mask whose maximum is 1 is taken as
-    {0, 1}; otherwise pixels at or above 128 (on the brightest channel) are lesion.
+    {0, 1}; otherwise pixels at or above 128 (on the brightest channel) are lesion. Transparent
+    pixels of masks with an alpha channel are background.
     """
     name = None if isinstance(source, bytes) else source
     img = _decode(_open(source, max_pixels), name)
-    if img.mode == "P":
-        img = img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # alpha is not a lesion channel (an opaque RGBA mask would be all lesion): transparent
+        # pixels are background, opaque ones keep their colour
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    elif img.mode not in ("1", "L", "RGB") and not img.mode.startswith(("I", "F")):
+        img = img.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV: read as displayed colours
     a = np.asarray(img)
     if a.ndim == 3:
         a = a.max(axis=2)

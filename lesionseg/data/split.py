@@ -40,6 +40,20 @@ def load_split(path: str | Path, available: list[str]) -> dict[str, list[str]]:
         raise DataError(f"{p}: cannot read split file ({e})") from None
     if not isinstance(split, dict) or "train" not in split:
         raise DataError(f"{p}: split file must be a JSON object with keys {list(SPLITS)}")
+    parts = [split.get(k, []) for k in SPLITS]
+    if not all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in parts):
+        raise DataError(f"{p}: each of {list(SPLITS)} must be a list of IDs")
+    seen: dict[str, str] = {}
+    repeated = []
+    for k in SPLITS:
+        for i in split.get(k, []):
+            if i in seen:
+                repeated.append(f"{i} ({seen[i]}/{k})")
+            seen[i] = k
+    if repeated:
+        # an ID in both train and val would leak validation images into training
+        raise DataError(f"{p}: {len(repeated)} IDs appear more than once, e.g. {repeated[:5]} "
+                        "(train, val and test must not overlap)")
     have = set(available)
     missing = [i for k in SPLITS for i in split.get(k, []) if i not in have]
     if missing:

@@ -1,0 +1,86 @@
+"""Argument helpers shared by the evaluate / predict / inference commands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("lesionseg")
+
+
+def threshold_arg(text: str) -> float:
+    """argparse type: a probability threshold strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must lie in (0, 1), got {v}")
+    return v
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """--weights (aliases --model_path / --model-path), --revision, --device, --use_gpu, --tta,
+    --threshold, --img_size, --allow-pickle, --no-fast."""
+    from ..inference.weights import default_weights_source
+
+    p.add_argument("--weights", "--model_path", "--model-path", dest="weights", default=None, metavar="W",
+                   help=f"weights folder (config.json + model.safetensors) or Hub repo id "
+                        f"(default: $LESIONSEG_WEIGHTS or {default_weights_source()})")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) for a repo id")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--use_gpu", "--use-gpu", action="store_true",
+                   help="same as --device cuda when CUDA is available (else a warning and cpu)")
+    p.add_argument("--threshold", type=threshold_arg, default=None,
+                   help="probability threshold (default: the model's tuned threshold)")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4 forwards per image)")
+    p.add_argument("--img_size", "--img-size", type=int, default=None,
+                   help="accepted for compatibility; the model's trained input size is always used")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also load .pth/.pt/.bin checkpoints (weights-only); only for files you trust")
+    p.add_argument("--no-fast", dest="fast", action="store_false",
+                   help="disable bf16/fp16 autocast (exact fp32 inference)")
+
+
+def error(message: str) -> None:
+    """One-line error on stderr (no traceback)."""
+    print(f"lesionseg: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def cli_device(args: argparse.Namespace) -> str:
+    if args.use_gpu:
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("--use_gpu: CUDA is not available, using the CPU")
+        return "cpu"
+    return args.device
+
+
+def load_predictor(args: argparse.Namespace):
+    """Predictor from the parsed model args. Raises WeightsError / ValueError."""
+    from ..inference.predictor import Predictor
+
+    pred = Predictor.from_weights(args.weights, revision=args.revision, device=cli_device(args), tta=args.tta,
+                                  allow_pickle=args.allow_pickle, fast=args.fast)
+    if args.img_size is not None and args.img_size != pred.img_size:
+        log.warning("--img_size %d ignored: the model was trained at %d px and is run at that size",
+                    args.img_size, pred.img_size)
+    log.info("model %s on %s, input %d px, threshold %.3f%s", args.weights or "(default weights)",
+             pred.device, pred.img_size, pred.threshold if args.threshold is None else args.threshold,
+             ", TTA" if args.tta else "")
+    return pred
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and prove a file can be written there; raises OSError otherwise."""
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".lesionseg-write-test.", dir=d)
+    os.close(fd)
+    os.unlink(tmp)
+    return d

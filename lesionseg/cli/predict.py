@@ -1,0 +1,153 @@
+"""``lesionseg predict``: segment every image in a folder; masks, overlays and a CSV summary.
+
+For each image ``<id>_mask.png`` (0/255 at the image's own size), ``<id>_overlay.png`` and
+``<id>_result.png`` (image | overlay | mask) are written atomically, then ``predictions.csv``.
+An unreadable image gets an ``error`` row and the rest are still processed (exit code 1).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+
+from ..data.io import ImageLoadError, is_image_file, load_mask
+from ..inference.outputs import OUTPUT_KINDS, output_paths, write_prediction_outputs
+from ..inference.predictor import Predictor
+from ..inference.weights import WeightsError
+from ..utils.atomic import atomic_write_text
+from .common import add_model_args, ensure_writable_dir, error, load_predictor
+from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PARTIAL
+
+log = logging.getLogger("lesionseg.predict")
+
+CSV_NAME = "predictions.csv"
+CSV_FIELDS = ["id", "file", "width", "height", "lesion_area_px", "lesion_fraction", "threshold", "status", "error"]
+_OUTPUT_SUFFIXES = tuple(f"_{k}.png" for k in OUTPUT_KINDS)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="segment all images in a folder",
+                              description="Segment every image in --input_dir; write masks, overlays and "
+                                          f"{CSV_NAME} to --output_dir.")
+    p.add_argument("--input_dir", "--input-dir", dest="input_dir", required=True, help="folder of images")
+    p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True, help="folder for results")
+    p.add_argument("--skip-existing", "--skip_existing", dest="skip_existing", action="store_true",
+                   help="skip images whose three outputs already exist")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def list_inputs(input_dir: Path, output_dir: Path) -> list[Path]:
+    """Image files of ``input_dir`` (sorted, hidden files skipped); our own outputs are skipped when
+    the output folder is the input folder."""
+    files = sorted(p for p in input_dir.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    if output_dir.resolve() == input_dir.resolve():
+        files = [p for p in files if not p.name.endswith(_OUTPUT_SUFFIXES)]
+    return files
+
+
+def assign_ids(files: list[Path]) -> list[str]:
+    """File stems as ids; files sharing a stem (a.jpg, a.png) get the extension appended (a_jpg, a_png)."""
+    stems = [f.stem for f in files]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [f"{f.stem}_{f.suffix[1:].lower()}" if f.stem in dup else f.stem for f in files]
+
+
+def result_row(image_id: str, file: Path, mask_shape: tuple[int, int], area: int, threshold: float | str,
+               status: str = "ok", err: str = "") -> dict:
+    h, w = mask_shape
+    return {"id": image_id, "file": file.name, "width": w, "height": h, "lesion_area_px": area,
+            "lesion_fraction": f"{area / (h * w):.6f}" if h * w else "", "threshold": threshold,
+            "status": status, "error": err}
+
+
+def error_row(image_id: str, file: Path, message: str) -> dict:
+    return {"id": image_id, "file": file.name, "width": "", "height": "", "lesion_area_px": "",
+            "lesion_fraction": "", "threshold": "", "status": "error", "error": message}
+
+
+def process_image(predictor: Predictor, file: Path, out_dir: Path, image_id: str,
+                  threshold: float | None) -> tuple[dict, dict[str, Path]]:
+    """Predict one file and write its outputs. ImageLoadError for a bad image, OSError for a failed write."""
+    rgb, pred = predictor.predict_file(file, threshold=threshold)
+    paths = write_prediction_outputs(out_dir, image_id, rgb, pred)
+    row = result_row(image_id, file, pred.mask.shape, pred.lesion_area_px, f"{pred.threshold:.4f}")
+    return row, paths
+
+
+def existing_row(image_id: str, file: Path, out_dir: Path) -> dict | None:
+    """A "skipped" row from outputs a previous run wrote, or None if they are incomplete or unreadable."""
+    paths = output_paths(out_dir, image_id)
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    try:
+        mask = load_mask(paths["mask"])
+    except ImageLoadError:
+        return None
+    return result_row(image_id, file, mask.shape, int(mask.sum()), "", status="skipped")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def run(args: argparse.Namespace) -> int:
+    input_dir, output_dir = Path(args.input_dir), Path(args.output_dir)
+    if not input_dir.is_dir():
+        error(f"{input_dir}: input folder not found (pass --input_dir FOLDER of images)")
+        return EXIT_INPUT
+    files = list_inputs(input_dir, output_dir)
+    if not files:
+        error(f"{input_dir}: no images found (expected .jpg, .jpeg, .png, .bmp, .tif, .tiff or .webp files)")
+        return EXIT_INPUT
+    try:
+        ensure_writable_dir(output_dir)
+    except OSError as e:
+        error(f"{output_dir}: output folder is not writable ({e.strerror or e})")
+        return EXIT_OUTPUT
+    try:
+        predictor = load_predictor(args)
+    except (WeightsError, ValueError) as e:
+        error(str(e))
+        return EXIT_INPUT
+
+    ids = assign_ids(files)
+    rows: list[dict] = []
+    counts = {"ok": 0, "error": 0, "skipped": 0}
+    csv_path = output_dir / CSV_NAME
+    start = last = time.monotonic()
+    try:
+        for n, (image_id, file) in enumerate(zip(ids, files), 1):
+            row = existing_row(image_id, file, output_dir) if args.skip_existing else None
+            if row is None:
+                try:
+                    row, _ = process_image(predictor, file, output_dir, image_id, args.threshold)
+                except ImageLoadError as e:
+                    log.error("%s", e)
+                    row = error_row(image_id, file, str(e))
+            rows.append(row)
+            counts[row["status"]] += 1
+            if time.monotonic() - last > 10 or n % 100 == 0:
+                last = time.monotonic()
+                log.info("%d/%d images (%.1f s)", n, len(files), last - start)
+                write_csv(csv_path, rows)
+        write_csv(csv_path, rows)
+    except OSError as e:
+        error(f"{output_dir}: cannot write outputs ({e.strerror or e})")
+        return EXIT_OUTPUT
+    except KeyboardInterrupt:
+        try:
+            write_csv(csv_path, rows)  # keep the rows done so far
+        except OSError:
+            pass
+        raise
+    print(f"{counts['ok']} predicted, {counts['skipped']} skipped, {counts['error']} failed "
+          f"in {time.monotonic() - start:.1f} s; summary: {csv_path}")
+    return EXIT_PARTIAL if counts["error"] else EXIT_OK

@@ -1,0 +1,102 @@
+"""``lesionseg train`` / ``train_cli.py``: parse flags, then call :func:`lesionseg.training.fit`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from ..losses import LOSSES
+
+log = logging.getLogger(__name__)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags, in both the research code's spelling (``--batch_size``) and hyphenated (``--batch-size``).
+
+    Every default is None so that only flags actually given override the YAML config.
+    """
+    def both(name: str, **kw: Any) -> None:
+        names = {f"--{name}", f"--{name.replace('_', '-')}"}
+        p.add_argument(*sorted(names), dest=name, default=None, **kw)
+
+    g = p.add_argument_group("data")
+    both("images", metavar="DIR", help="folder of images (X.jpg)")
+    both("masks", metavar="DIR", help="folder of masks (X_segmentation.png)")
+    both("data_dir", metavar="DIR", help="folder holding images/ + masks/ or the official ISIC 2018 folders")
+    both("mask_suffix", metavar="S", help="mask file suffix (default _segmentation)")
+    both("split_file", metavar="JSON", help="reuse a split.json of ID lists instead of a seeded split")
+    both("val_fraction", type=float, metavar="F", help="validation share (default 0.1)")
+    both("test_fraction", type=float, metavar="F", help="held-out test share (default 0.1)")
+    both("limit", type=int, metavar="N", help="use only the first N pairs")
+    p.add_argument("--debug", action="store_true", default=None, help="small subset (48 pairs) for a quick check")
+    g = p.add_argument_group("optimisation")
+    both("batch_size", type=int, metavar="N")
+    both("epochs", type=int, metavar="N")
+    both("lr", type=float, metavar="LR", help="OneCycleLR max learning rate (AdamW)")
+    both("weight_decay", type=float, metavar="WD")
+    both("img_size", type=int, metavar="PX", help="training size, a multiple of 16 (default 256)")
+    both("loss", choices=list(LOSSES), help="loss (default bce_dice)")
+    both("grad_clip", type=float, metavar="NORM")
+    p.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="albumentations augmentation (default on)")
+    g = p.add_argument_group("runtime")
+    both("device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: bf16 autocast on CPU, bf16/fp16 on CUDA (default on)")
+    both("workers", type=int, metavar="N", help="DataLoader workers (default 0)")
+    both("seed", type=int)
+    both("output_dir", metavar="DIR", help="runs are written to DIR/<run_name> (default outputs)")
+    both("run_name", metavar="NAME", help="default unet_isic_<timestamp>")
+    both("resume", metavar="PATH", help="a run folder or its models/last_checkpoint.pth")
+    both("max_steps_per_epoch", type=int, metavar="N", help="cap steps per epoch (smoke tests)")
+    both("recall_target", type=float, metavar="R", help="default threshold: best precision with recall >= R (0.93)")
+    both("push_to_hub", metavar="REPO_ID", help="publish the best model folder to the Hugging Face Hub")
+    p.add_argument("--config", metavar="YAML", help="options file; flags given here override it")
+    p.add_argument("--model", metavar="JSON", default=None, type=json.loads,
+                   help='model constructor arguments as JSON, e.g. \'{"encoder_channels": [16,32,64,128,256]}\'')
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.io import ImageLoadError
+    from ..data.pairing import DataError
+    from ..hub import PublishError, push_folder
+    from ..training import build_config, fit, load_yaml
+    from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
+
+    try:
+        file_values = load_yaml(args.config) if args.config else {}
+        cfg = build_config(file_values, vars(args))
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        result = fit(cfg)
+    except (DataError, ImageLoadError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as e:
+        print(f"error: cannot write outputs: {e}", file=sys.stderr)
+        return EXIT_OUTPUT
+    try:
+        from ..reporting import write_test_evaluation
+    except ImportError:
+        write_test_evaluation = None
+    if write_test_evaluation is not None and result.split.get("test"):
+        write_test_evaluation(result, cfg)
+    print(f"best model: {result.best_model_dir} (val Dice {result.best_score:.4f}, threshold {result.threshold:.2f}); "
+          f"run folder {result.run_dir}")
+    if cfg.push_to_hub:
+        try:
+            push_folder(result.best_model_dir, cfg.push_to_hub)
+        except PublishError as e:
+            print(f"error: {e}; the run's outputs are saved in {result.run_dir}", file=sys.stderr)
+            return EXIT_PUBLISH
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train DS-AttentionUNet", description="Train DS-AttentionUNet on image/mask folders.")
+    add_train_arguments(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,8 @@
+"""Inference: safe weight loading, the Predictor (training preprocessing, TTA) and output files."""
+from .outputs import overlay, save_png, side_by_side, write_prediction_outputs
+from .predictor import Prediction, Predictor
+from .weights import (DEFAULT_WEIGHTS, WeightsError, default_weights_source, load_model,
+                      resolve_device)
+
+__all__ = ["DEFAULT_WEIGHTS", "Prediction", "Predictor", "WeightsError", "default_weights_source",
+           "load_model", "overlay", "resolve_device", "save_png", "side_by_side", "write_prediction_outputs"]

@@ -1,0 +1,94 @@
+"""Visual outputs of a prediction (overlay, side-by-side) and their atomic PNG files."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..utils.atomic import atomic_path
+from .predictor import Prediction
+
+log = logging.getLogger(__name__)
+
+OUTPUT_KINDS = ("mask", "overlay", "result")
+
+
+def _fit(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize an (h, w, 3) image to (H, W) = ``shape`` if it differs (e.g. decoded at reduced scale)."""
+    if rgb.shape[:2] == tuple(shape):
+        return rgb
+    h, w = shape
+    interp = cv2.INTER_AREA if h < rgb.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (w, h), interpolation=interp)
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 64, 0), alpha: float = 0.35,
+            outline: bool = True) -> np.ndarray:
+    """Translucent ``color`` over the lesion plus its contour; (H, W, 3) uint8 + (H, W) {0, 1} -> (H, W, 3) uint8.
+
+    The image is resized to the mask's size when they differ.
+    """
+    rgb = _fit(np.asarray(rgb, dtype=np.uint8), mask.shape[:2])
+    m = mask.astype(bool)
+    out = rgb.copy()
+    if m.any():
+        tint = np.asarray(color, dtype=np.float32)
+        out[m] = np.round(rgb[m].astype(np.float32) * (1.0 - alpha) + tint * alpha).astype(np.uint8)
+        if outline:
+            thickness = max(1, round(min(m.shape) / 250))
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), thickness, lineType=cv2.LINE_AA)
+    return out
+
+
+def side_by_side(rgb: np.ndarray, overlay_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """image | overlay | mask (white lesion on black) as one (H, 3W, 3) uint8 image at the mask's size."""
+    shape = mask.shape[:2]
+    mask_rgb = np.repeat((mask.astype(bool).astype(np.uint8) * 255)[..., None], 3, axis=2)
+    return np.concatenate([_fit(rgb, shape), _fit(overlay_rgb, shape), mask_rgb], axis=1)
+
+
+def encode_png(array: np.ndarray, compression: int = 1) -> bytes:
+    """(H, W) gray or (H, W, 3) RGB uint8 -> PNG bytes (level 1: fast, still lossless)."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise ValueError(f"cannot encode array of dtype {a.dtype} and shape {a.shape} as PNG")
+    if a.ndim == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
+    if not ok:
+        raise ValueError(f"PNG encoding failed for array of shape {a.shape}")
+    return buf.tobytes()
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as PNG atomically (temp file + rename); raises OSError if it cannot be written."""
+    data = encode_png(array)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def output_paths(out_dir: str | os.PathLike, image_id: str) -> dict[str, Path]:
+    """{"mask", "overlay", "result"} -> ``<out_dir>/<id>_<kind>.png``."""
+    return {k: Path(out_dir) / f"{image_id}_{k}.png" for k in OUTPUT_KINDS}
+
+
+def write_prediction_outputs(out_dir: str | os.PathLike, image_id: str, rgb: np.ndarray,
+                             pred: Prediction) -> dict[str, Path]:
+    """Write ``<id>_mask.png`` (0/255), ``<id>_overlay.png`` and ``<id>_result.png`` at the mask's size.
+
+    ``rgb`` may be smaller than the mask (reduced-scale decoding); it is resized up to it.
+    """
+    paths = output_paths(out_dir, image_id)
+    full = _fit(np.asarray(rgb, dtype=np.uint8), pred.mask.shape)
+    ov = overlay(full, pred.mask)
+    save_png(paths["mask"], pred.mask.astype(bool).astype(np.uint8) * 255)
+    save_png(paths["overlay"], ov)
+    save_png(paths["result"], side_by_side(full, ov, pred.mask))
+    log.debug("wrote %s outputs to %s", image_id, out_dir)
+    return paths

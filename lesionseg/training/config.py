@@ -1,0 +1,100 @@
+"""Training configuration: defaults < YAML file (--config) < command-line flags."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..losses import LOSSES
+
+
+@dataclass
+class TrainConfig:
+    # data
+    images: str | None = None
+    masks: str | None = None
+    data_dir: str | None = None
+    mask_suffix: str = "_segmentation"
+    split_file: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    debug: bool = False
+    limit: int | None = None
+    # output
+    output_dir: str = "outputs"
+    run_name: str | None = None
+    # optimisation
+    img_size: int = 256
+    batch_size: int = 8
+    epochs: int = 50
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    loss: str = "bce_dice"
+    deep_supervision_decay: float = 0.5
+    grad_clip: float = 1.0
+    augment: bool = True
+    # runtime
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    workers: int = 0
+    seed: int = 42
+    resume: str | None = None
+    max_steps_per_epoch: int | None = None
+    sample_images: int = 4
+    # after training
+    recall_target: float = 0.93
+    push_to_hub: str | None = None
+    # model constructor arguments (DSAttentionUNet), JSON-friendly
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, mps")
+        for name in ("batch_size", "epochs", "img_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.img_size % 16:
+            raise ValueError(f"--img_size must be a multiple of 16, got {self.img_size}")
+        if not 0 < self.recall_target <= 1:
+            raise ValueError(f"--recall-target must lie in (0, 1], got {self.recall_target}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+CONFIG_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config; unknown keys fail with the list of valid ones."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{p}: cannot read config ({e})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: config must be a YAML mapping of option: value")
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"{p}: unknown config keys {unknown}; valid: {sorted(CONFIG_KEYS)}")
+    return data
+
+
+def build_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+    """Merge defaults, file values and explicit flag values (None means 'not given')."""
+    values = dict(file_values)
+    values.update({k: v for k, v in overrides.items() if v is not None and k in CONFIG_KEYS})
+    cfg = TrainConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    return dataclasses.replace(cfg, **changes)
