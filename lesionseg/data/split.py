@@ -40,6 +40,9 @@ def load_split(path: str | Path, available: list[str]) -> dict[str, list[str]]:
         raise DataError(f"{p}: cannot read split file ({e})") from None
     if not isinstance(split, dict) or "train" not in split:
         raise DataError(f"{p}: split file must be a JSON object with keys {list(SPLITS)}")
+    unknown = sorted(set(split) - set(SPLITS))
+    if unknown:
+        raise DataError(f"{p}: unknown split keys {unknown}; valid: {list(SPLITS)}")
     parts = [split.get(k, []) for k in SPLITS]
     if not all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in parts):
         raise DataError(f"{p}: each of {list(SPLITS)} must be a list of IDs")
