@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .data.io import load_mask
+from .data.io import load_image, load_mask
 from .data.pairing import DEFAULT_MASK_SUFFIX, DataError, Pair, collect_pairs
 from .inference.predictor import Predictor, resize_prob
 from .metrics import METRICS, aggregate, confusion, metrics_from_counts
@@ -98,8 +98,7 @@ def evaluate(predictor: Predictor, images_dir: str | Path, masks_dir: str | Path
         chunk = pairs[s:s + batch_size]
         rgbs, targets = [], []
         for p in chunk:
-            rgb, _ = predictor.load(p.image)
-            rgbs.append(rgb)
+            rgbs.append(load_image(p.image, min_side=predictor.img_size * 2))
             targets.append(load_mask(p.mask))
         preds = predictor.predict_batch(rgbs, threshold=t, tta=tta, sizes=[m.shape for m in targets])
         for p, pred, target in zip(chunk, preds, targets):

@@ -49,7 +49,8 @@ def read_ids(path: str | Path, split: str = "test") -> list[str]:
         except json.JSONDecodeError as e:
             raise DataError(f"{p}: not valid JSON ({e})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get(split), list):
-            raise DataError(f"{p}: split JSON has no list {split!r} (keys: {', '.join(map(str, obj)) if isinstance(obj, dict) else '-'})")
+            keys = ", ".join(map(str, obj)) if isinstance(obj, dict) else "-"
+            raise DataError(f"{p}: split JSON has no list {split!r} (keys: {keys})")
         ids = [str(i) for i in obj[split]]
     else:
         ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]

@@ -63,12 +63,18 @@ def run(args: argparse.Namespace) -> int:
     from ..data.pairing import DataError
     from ..hub import PublishError, push_folder
     from ..training import build_config, fit, load_yaml
+    from ..training.loop import resume_config
     from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
 
     try:
-        file_values = load_yaml(args.config) if args.config else {}
-        cfg = build_config(file_values, vars(args))
-    except (ValueError, TypeError) as e:
+        if args.resume:
+            # a resumed run keeps its own settings; only the epoch count, device, workers and
+            # publishing may be given again
+            cfg = resume_config(args.resume, vars(args))
+        else:
+            file_values = load_yaml(args.config) if args.config else {}
+            cfg = build_config(file_values, vars(args))
+    except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     try:

@@ -171,14 +171,14 @@ def _hub_files(repo_id: str, revision: str | None) -> tuple[Path, Path]:
             raise WeightsError(f"{where}: the Hub repo has no revision {revision!r}") from None
         except LocalEntryNotFoundError:
             why = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
-            raise WeightsError(f"{where}: not a local folder, and {name} is not in the Hub cache ({why}); run once online "
-                               "or pass a local weights folder") from None
+            raise WeightsError(f"{where}: not a local folder, and {name} is not in the Hub cache ({why}); "
+                               "run once online or pass a local weights folder") from None
         except EntryNotFoundError:
             raise WeightsError(f"{where}: the Hub repo has no {name} (publish weights with "
                                "lesionseg train --push-to-hub or lesionseg export)") from None
         except (HfHubHTTPError, OSError, ValueError) as e:
-            raise WeightsError(f"{where}: not a local folder, and downloading {name} from the Hub failed ({_one_line(e, 200)}); run once online "
-                               "or pass a local weights folder") from None
+            raise WeightsError(f"{where}: not a local folder, and downloading {name} from the Hub failed "
+                               f"({_one_line(e, 200)}); run once online or pass a local weights folder") from None
     return paths[0], paths[1]
 
 

@@ -50,16 +50,21 @@ def save_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     atomic_save(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_last(path: str | Path) -> dict[str, Any]:
-    """Load a last checkpoint written by :func:`save_last` (our own file; still weights_only)."""
+def find_checkpoint(path: str | Path) -> Path:
+    """A run folder, its models/ folder or the file itself -> the last_checkpoint.pth path."""
     p = Path(path)
     if p.is_dir():
         for cand in (p / "models" / "last_checkpoint.pth", p / "last_checkpoint.pth"):
             if cand.exists():
-                p = cand
-                break
+                return cand
     if not p.is_file():
         raise FileNotFoundError(f"{path}: no last_checkpoint.pth to resume from (pass the run folder or the file)")
+    return p
+
+
+def load_last(path: str | Path) -> dict[str, Any]:
+    """Load a last checkpoint written by :func:`save_last` (our own file; still weights_only)."""
+    p = find_checkpoint(path)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated or foreign files raise many types

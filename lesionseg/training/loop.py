@@ -24,7 +24,7 @@ from ..losses import get_loss, supervised_loss
 from ..metrics import aggregate, choose_threshold, confusion, image_metrics, operating_points
 from ..models import DSAttentionUNet
 from ..utils.atomic import atomic_write_text
-from .checkpoint import load_last, save_best, save_last, set_rng_state
+from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
 from .plots import plot_history, save_epoch_samples
 
@@ -112,15 +112,33 @@ def validation_metrics(probs: list[np.ndarray], masks: list[np.ndarray], thresho
     return aggregate(rows, tuple(int(v) for v in pooled))
 
 
+RESUME_OVERRIDES = ("epochs", "device", "workers", "push_to_hub", "max_steps_per_epoch")
+
+
+def resume_config(path: str | Path, overrides: dict[str, Any], state: dict[str, Any] | None = None) -> TrainConfig:
+    """The checkpoint's own settings, with only ``RESUME_OVERRIDES`` taken from ``overrides``
+    (None = keep), continuing in the checkpoint's run folder wherever the command is run from."""
+    state = state or load_last(path)
+    values = {k: v for k, v in state["config"].items() if not k.startswith("_")}
+    values.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None})
+    run_dir = find_checkpoint(path).resolve().parent.parent
+    values.update(output_dir=str(run_dir.parent), run_name=run_dir.name, resume=str(path))
+    cfg = TrainConfig(**values)
+    cfg.validate()
+    return cfg
+
+
 def fit(cfg: TrainConfig) -> RunResult:
     """Train DS-AttentionUNet as ``cfg`` says and return where everything was written."""
     t_start = time.time()
     resume_state = load_last(cfg.resume) if cfg.resume else None
     if resume_state is not None:
         # the run continues in its own folder with its own settings; only the epoch count may grow
-        saved = TrainConfig(**resume_state["config"])
-        saved.epochs, saved.resume, saved.push_to_hub = cfg.epochs, cfg.resume, cfg.push_to_hub
-        cfg = saved
+        cfg = resume_config(cfg.resume, {"epochs": cfg.epochs, "push_to_hub": cfg.push_to_hub}, resume_state)
+    # absolute data paths in the saved config let --resume work from any folder
+    for key in ("images", "masks", "data_dir", "split_file"):
+        if getattr(cfg, key):
+            setattr(cfg, key, str(Path(getattr(cfg, key)).resolve()))
     _seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     dtype = autocast_dtype(device, cfg.amp)

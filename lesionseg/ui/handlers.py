@@ -1,0 +1,156 @@
+"""The app's event functions: call the tested logic, turn errors into messages, shape outputs.
+
+Each function returns exactly what its outputs in ``app.py`` expect. No image maths here (see
+:mod:`session`, :mod:`views`, :mod:`measurements`, :mod:`batch`). :func:`rethreshold` and
+:func:`downloads` take the kept :class:`~lesionseg.ui.session.ImageResult` and no predictor,
+so moving the threshold cannot run the model.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..data.io import ImageLoadError
+from ..inference.predictor import Predictor
+from . import batch as batch_mod
+from . import operating_points, session
+from .archive import ZipLimits
+from .measurements import format_measurements
+
+log = logging.getLogger(__name__)
+
+
+class WorkDir:
+    """A private temporary folder for result files; sub-folders older than ``max_age_s`` are pruned."""
+
+    def __init__(self, root: str | Path | None = None, max_age_s: float = 3 * 3600):
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="lesionseg-app-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_age_s = max_age_s
+
+    def new(self, prefix: str) -> Path:
+        self.prune()
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.root))
+
+    def prune(self) -> None:
+        cutoff = time.time() - self.max_age_s
+        for d in self.root.iterdir():
+            try:
+                if d.is_dir() and d.stat().st_mtime < cutoff:
+                    shutil.rmtree(d, ignore_errors=True)
+            except OSError:
+                pass
+
+
+WORK = WorkDir()
+
+
+def _mm(mm_per_px: Any) -> float | None:
+    try:
+        v = float(mm_per_px)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _warn(message: str) -> str:
+    gr.Warning(html.escape(message))
+    return f"⚠️ {message}"
+
+
+def preset_choices(table: dict[str, float]) -> list[tuple[str, str]]:
+    """Radio choices ("Balanced (0.55)", "Balanced")."""
+    return [(f"{name} ({t:.2f})", name) for name, t in table.items()]
+
+
+class Handlers:
+    """Event functions bound to one loaded predictor."""
+
+    def __init__(self, predictor: Predictor, tta: bool = True, limits: ZipLimits = ZipLimits(),
+                 work: WorkDir | None = None):
+        self.predictor = predictor
+        self.tta = tta
+        self.limits = limits
+        self.work = work or WORK
+        self.presets = operating_points.presets(predictor.operating_points, predictor.threshold)
+
+    def segment(self, image_path: str | None, threshold: float, mm_per_px: float | None):
+        """New photo -> (state, overlay, mask, probability, uncertainty, measurements, status, downloads)."""
+        empty = (None, None, None, None, None, "", "", None)
+        if not image_path:
+            return empty
+        name = Path(image_path).name
+        try:
+            result = session.segment_file(self.predictor, image_path, tta=self.tta, name=name)
+            views, meas = session.first_outputs(result, threshold, _mm(mm_per_px))
+        except ImageLoadError as e:
+            return (*empty[:6], _warn(str(e)), None)
+        except (ValueError, OSError, MemoryError) as e:
+            log.exception("segmentation failed for %s", name)
+            return (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {e})"), None)
+        h, w = result.full_size
+        status = f"**{name}** — {w}×{h} px" + (" · flip TTA" if self.tta else "")
+        return (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
+                format_measurements(meas), status, None)
+
+    def apply_preset(self, preset: str | None) -> Any:
+        """Preset name -> slider value (unchanged for an unknown name)."""
+        return self.presets.get(preset, gr.skip()) if preset else gr.skip()
+
+    def describe(self, threshold: float) -> tuple[str, Any]:
+        """(validation recall / precision text, matching preset or None) for the slider's value."""
+        return (operating_points.describe(self.predictor.operating_points, threshold),
+                operating_points.preset_for(threshold, self.presets))
+
+    def batch(self, folder: list[str] | None, files: list[str] | None, preset: str | None,
+              progress: gr.Progress = gr.Progress()):
+        """Uploaded folder / files / ZIPs -> (gallery, table rows, results ZIP, status)."""
+        paths = [p for p in (folder or []) + (files or []) if p]
+        if not paths:
+            return gr.skip(), gr.skip(), gr.skip(), _warn("Drop a folder, some photos or a ZIP archive first.")
+        threshold = self.presets.get(preset or "", self.predictor.threshold)
+        out = self.work.new("batch")
+        progress(0.0, desc=f"0 / {len(paths)}")
+        gallery, rows, zip_path = batch_mod.run_batch(
+            self.predictor, paths, out, progress=lambda f, text: progress(f, desc=text), threshold=threshold,
+            limits=self.limits)
+        ok = sum(1 for r in rows if r and r[-1] == "ok")
+        bad = [r for r in rows if r and r[-1] != "ok"]
+        status = f"{ok} of {len(rows)} files segmented at threshold {threshold:.2f}."
+        if bad:
+            status += f" {len(bad)} not processed: see the status column."
+            gr.Warning(f"{len(bad)} file(s) could not be processed (see the table).")
+        return gallery, rows, str(zip_path), status
+
+
+def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px: float | None):
+    """Kept result + threshold -> (overlay, mask, measurements); skips everything without a result."""
+    if result is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        views, meas = session.rethreshold(result, threshold, _mm(mm_per_px))
+    except ValueError as e:
+        _warn(str(e))
+        return gr.skip(), gr.skip(), gr.skip()
+    return views["overlay"], views["mask"], format_measurements(meas)
+
+
+def downloads(result: session.ImageResult | None, threshold: float, mm_per_px: float | None) -> list[str] | None:
+    """Full-resolution mask PNG, overlay PNG and measurements JSON for the kept result."""
+    if result is None:
+        return None
+    try:
+        meas = session.measurements(result, threshold, _mm(mm_per_px))
+        paths = session.write_downloads(result, threshold, meas, WORK.new("single"))
+    except (OSError, ValueError) as e:
+        _warn(f"the result files could not be written ({type(e).__name__}: {e})")
+        return None
+    return [str(p) for p in paths]
