@@ -1,0 +1,69 @@
+"""Guards on the shipped model in weights/: strict loading, its threshold, its accuracy, its card."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lesionseg.inference.weights import load_model
+from lesionseg.model_card import render
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights"
+RECIPE = ROOT / "configs" / "isic2017_256"
+N_GUARD = 40
+
+
+def test_shipped_weights_load_strictly_with_a_tuned_threshold() -> None:
+    model = load_model(WEIGHTS)
+    cfg = json.loads((WEIGHTS / "config.json").read_text())
+    assert 0 < cfg["inference_threshold"] < 1
+    assert model.inference_threshold == cfg["inference_threshold"]
+    points = cfg["inference_operating_points"]
+    assert [round(p["threshold"], 2) for p in points] == [round(0.05 * i, 2) for i in range(1, 20)]
+    # the default is the highest-precision point reaching the recall target (or the best recall)
+    run = json.loads((RECIPE / "run_info.json").read_text())
+    ok = [p for p in points if p["recall"] >= run["recall_target"]]
+    expected = max(ok, key=lambda p: p["precision"]) if ok else max(points, key=lambda p: p["recall"])
+    assert cfg["inference_threshold"] == expected["threshold"]
+    assert (WEIGHTS / "model.safetensors").stat().st_size < 30 * 2**20
+    assert not list(WEIGHTS.glob("*.pth")) and not list(WEIGHTS.glob("*.bin"))
+
+
+def test_held_out_ids_are_committed_and_disjoint_from_training() -> None:
+    split = json.loads((RECIPE / "split.json").read_text())
+    test_ids = (RECIPE / "test_ids.txt").read_text().split()
+    assert test_ids == split["test"] and len(test_ids) >= 100
+    assert not set(split["train"]) & set(split["test"])
+    assert not set(split["train"]) & set(split["val"])
+
+
+def test_model_card_numbers_come_from_committed_evaluate_output() -> None:
+    card = (WEIGHTS / "README.md").read_text()
+    assert card == render(RECIPE.relative_to(ROOT), WEIGHTS), "re-run: python -m lesionseg.model_card"
+    result = json.loads((RECIPE / "eval_test.json").read_text())
+    assert f"{result['dice_mean']:.4f}" in card and f"{result['failure_rate']:.4f}" in card
+    for key in ("pipeline_tag: image-segmentation", "library_name: lesionseg", "license:", "datasets:",
+                "Intended use", "Limitations", "Operating points", "flip TTA"):
+        assert key in card, key
+
+
+def test_evaluate_on_held_out_subset_keeps_dice_above_guard(real_data_dir: Path, tmp_path: Path) -> None:
+    ids = (RECIPE / "test_ids.txt").read_text().split()[:N_GUARD]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(ids) + "\n")
+    out = tmp_path / "eval.json"
+    r = subprocess.run([sys.executable, "-m", "lesionseg", "evaluate", "--data-dir", str(real_data_dir),
+                        "--ids", str(ids_file), "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["n_images"] == N_GUARD
+    assert result["dice_mean"] >= 0.85
+    # and it reproduces the committed per-image numbers for these images
+    committed = {row["id"]: row["dice"] for row in json.loads((RECIPE / "eval_test.json").read_text())["per_image"]}
+    for row in result["per_image"]:
+        assert row["dice"] == pytest.approx(committed[row["id"]], abs=0.01), row["id"]
