@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -24,9 +26,21 @@ def threshold_arg(text: str) -> float:
     return v
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``_`` separators allowed: 200_000_000)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--weights (aliases --model_path / --model-path), --revision, --device, --use_gpu, --tta,
-    --threshold, --img_size, --allow-pickle, --no-fast."""
+    --threshold, --img_size, --allow-pickle, --no-fast, --max-pixels."""
+    from ..data.io import BUILTIN_MAX_PIXELS, MAX_PIXELS_ENV
     from ..inference.weights import default_weights_source
 
     p.add_argument("--weights", "--model_path", "--model-path", dest="weights", default=None, metavar="W",
@@ -45,6 +59,29 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="also load .pth/.pt/.bin checkpoints (weights-only); only for files you trust")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="disable bf16/fp16 autocast (exact fp32 inference)")
+    p.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=positive_int, default=None, metavar="N",
+                   help=f"refuse images of more than N pixels before decoding them (default: ${MAX_PIXELS_ENV}, "
+                        f"else {BUILTIN_MAX_PIXELS:_})")
+
+
+@contextlib.contextmanager
+def pixel_limit(args: argparse.Namespace) -> Iterator[None]:
+    """Apply ``--max-pixels`` (if the command has it and it was given) for the duration of the command."""
+    from ..data.io import MAX_PIXELS_ENV
+
+    value = getattr(args, "max_pixels", None)
+    if value is None:
+        yield
+        return
+    old = os.environ.get(MAX_PIXELS_ENV)
+    os.environ[MAX_PIXELS_ENV] = str(value)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = old
 
 
 def error(message: str) -> None:

@@ -26,7 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     file, output_dir = Path(args.input), Path(args.output_dir)
-    if not file.is_file():
+    if file.is_dir():
+        error(f"{file}: is a directory, not an image file (pass --input FILE, or use lesionseg predict "
+              "--input_dir for a folder)")
+        return EXIT_INPUT
+    if not file.exists():
         error(f"{file}: input image not found (pass --input FILE)")
         return EXIT_INPUT
     try:

@@ -13,7 +13,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..data.io import ImageLoadError, is_image_file, load_mask
+from ..data.io import IMAGE_EXTENSIONS, ImageLoadError, is_image_file, load_mask
 from ..inference.outputs import OUTPUT_KINDS, output_paths, write_prediction_outputs
 from ..inference.predictor import Predictor
 from ..inference.weights import WeightsError
@@ -41,9 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def list_inputs(input_dir: Path, output_dir: Path) -> list[Path]:
-    """Image files of ``input_dir`` (sorted, hidden files skipped); our own outputs are skipped when
-    the output folder is the input folder."""
-    files = sorted(p for p in input_dir.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    """Entries of ``input_dir`` named like images (sorted, hidden ones skipped); our own outputs are
+    skipped when the output folder is the input folder. A folder named like an image is kept, so
+    that it gets an error row instead of vanishing silently."""
+    files = sorted(p for p in input_dir.iterdir() if (p.is_file() or p.is_dir()) and is_image_file(p)
+                   and not p.name.startswith("."))
     if output_dir.resolve() == input_dir.resolve():
         files = [p for p in files if not p.name.endswith(_OUTPUT_SUFFIXES)]
     return files
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     files = list_inputs(input_dir, output_dir)
     if not files:
-        error(f"{input_dir}: no images found (expected .jpg, .jpeg, .png, .bmp, .tif, .tiff or .webp files)")
+        error(f"{input_dir}: no images found (expected {', '.join(IMAGE_EXTENSIONS)} files)")
         return EXIT_INPUT
     try:
         ensure_writable_dir(output_dir)
@@ -140,7 +142,12 @@ def run(args: argparse.Namespace) -> int:
                 write_csv(csv_path, rows)
         write_csv(csv_path, rows)
     except OSError as e:
-        error(f"{output_dir}: cannot write outputs ({e.strerror or e})")
+        error(f"{output_dir}: cannot write outputs ({e.strerror or e}); {len(rows)} of {len(files)} images "
+              "done, rerun with --skip-existing to finish")
+        try:
+            write_csv(csv_path, rows)  # an atomic write: the summary is complete or absent, never cut
+        except OSError:
+            pass
         return EXIT_OUTPUT
     except KeyboardInterrupt:
         try:

@@ -59,12 +59,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.io import ImageLoadError
-    from ..data.pairing import DataError
-    from ..hub import PublishError, push_folder
-    from ..training import build_config, fit, load_yaml
-    from ..training.loop import resume_config
-    from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
+    from ..training import build_config, load_yaml
+    from ..training.distributed import setup
+    from ..training.loop import pick_device, resume_config
+    from .main import EXIT_INPUT, EXIT_OK, EXIT_PUBLISH
 
     try:
         if args.resume:
@@ -74,17 +72,39 @@ def run(args: argparse.Namespace) -> int:
         else:
             file_values = load_yaml(args.config) if args.config else {}
             cfg = build_config(file_values, vars(args))
+        # under torchrun: join the process group (one line and exit 2 if its environment is half set)
+        ctx = setup(pick_device(cfg.device))
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     try:
-        result = fit(cfg)
+        code = _train(cfg, ctx)
+        if code in (EXIT_OK, EXIT_PUBLISH):
+            ctx.barrier()  # the other processes wait for rank 0's reports and publishing
+        return code
+    finally:
+        ctx.close()
+
+
+def _train(cfg: Any, ctx: Any) -> int:
+    """Train, then (rank 0 only) write the test report and publish; the exit code."""
+    from ..data.io import ImageLoadError
+    from ..data.pairing import DataError
+    from ..hub import PublishError, push_folder
+    from ..training import fit
+    from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
+
+    where = f"rank {ctx.rank}: " if ctx.enabled and not ctx.is_main else ""
+    try:
+        result = fit(cfg, ctx)
     except (DataError, ImageLoadError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {where}{e}", file=sys.stderr)
         return EXIT_INPUT
     except OSError as e:
-        print(f"error: cannot write outputs: {e}", file=sys.stderr)
+        print(f"error: {where}cannot write outputs: {e}", file=sys.stderr)
         return EXIT_OUTPUT
+    if not ctx.is_main:
+        return EXIT_OK
     try:
         from ..reporting import write_test_evaluation
     except ImportError:

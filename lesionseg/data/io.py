@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_PIXELS_ENV = "LESIONSEG_MAX_PIXELS"
 # 100 MP covers a 12,000 x 8,000 camera; a 20,000 x 20,000 bomb (400 MP) is refused unread.
-DEFAULT_MAX_PIXELS = int(os.environ.get("LESIONSEG_MAX_PIXELS", 100_000_000))
+BUILTIN_MAX_PIXELS = 100_000_000
 
 # We do our own, clearer pixel check before decoding.
 Image.MAX_IMAGE_PIXELS = None
@@ -33,14 +34,33 @@ class ImageLoadError(ValueError):
         super().__init__(msg)
 
 
-def _open(source: str | os.PathLike | bytes, max_pixels: int) -> Image.Image:
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """``max_pixels`` if given, else ``$LESIONSEG_MAX_PIXELS`` read now (so ``--max-pixels`` and a
+    changed environment apply), else 100 MP. An unparsable or non-positive value means 100 MP."""
+    if max_pixels is not None:
+        return int(max_pixels)
+    try:
+        value = int(os.environ.get(MAX_PIXELS_ENV, BUILTIN_MAX_PIXELS))
+    except ValueError:
+        return BUILTIN_MAX_PIXELS
+    return value if value > 0 else BUILTIN_MAX_PIXELS
+
+
+# the limit at import time; the loaders read the environment again at each call
+DEFAULT_MAX_PIXELS = max_pixels_limit()
+
+
+def _open(source: str | os.PathLike | bytes, max_pixels: int | None) -> Image.Image:
     name = None if isinstance(source, bytes) else source
+    max_pixels = max_pixels_limit(max_pixels)
     if not isinstance(source, bytes):
         p = Path(source)
         if p.is_dir():
             raise ImageLoadError(p, "is a directory, not an image file", "pass an image file")
         if not p.exists():
             raise ImageLoadError(p, "file not found", "check the path")
+        if not p.is_file():
+            raise ImageLoadError(p, "is not a regular file (a pipe, socket or device)", "pass an image file")
         try:
             data = p.read_bytes()
         except OSError as e:
@@ -62,7 +82,8 @@ def _open(source: str | os.PathLike | bytes, max_pixels: int) -> Image.Image:
     w, h = img.size
     if w * h > max_pixels:
         raise ImageLoadError(name, f"{w}x{h} = {w * h / 1e6:.0f} megapixels exceeds the limit of "
-                                   f"{max_pixels / 1e6:.0f} MP", "downscale it or raise LESIONSEG_MAX_PIXELS")
+                                   f"{max_pixels / 1e6:g} MP",
+                             "downscale it, or raise the limit with LESIONSEG_MAX_PIXELS or --max-pixels")
     if w < 1 or h < 1:
         raise ImageLoadError(name, f"has an invalid size {w}x{h}")
     return img
@@ -96,12 +117,12 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def read_image_size(path: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+def read_image_size(path: str | os.PathLike | bytes, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) from the header only, after the same checks as :func:`load_image`."""
     return _open(path, max_pixels).size
 
 
-def load_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+def load_image(source: str | os.PathLike | bytes, max_pixels: int | None = None,
                min_side: int | None = None) -> np.ndarray:
     """Read an image file (or its bytes) as RGB uint8 of shape (H, W, 3), EXIF orientation applied.
 
@@ -125,7 +146,7 @@ def load_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
     return _to_rgb(img)
 
 
-def load_mask(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_mask(source: str | os.PathLike | bytes, max_pixels: int | None = None) -> np.ndarray:
     """Read a mask as uint8 {0, 1} of shape (H, W).
 
     Works for {0, 255}, {0, 1} and RGB / palette masks: a mask whose maximum is 1 is taken as

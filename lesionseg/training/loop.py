@@ -13,23 +13,27 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Subset
 
 from ..data.dataset import LesionDataset
 from ..data.pairing import DataError, collect_pairs, resolve_data_dir
 from ..data.split import load_split, make_split, save_split
 from ..data.transforms import train_transform
-from ..losses import get_loss, supervised_loss
-from ..metrics import aggregate, choose_threshold, confusion, image_metrics, operating_points
+from ..losses import get_loss
+from ..metrics import choose_threshold, operating_points
 from ..models import DSAttentionUNet
 from ..utils.atomic import atomic_write_text
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
+from .distributed import Distributed
+from .epoch import Runtime, predict_probs, train_epoch, validate, validation_metrics
 from .plots import plot_history, save_epoch_samples
 
 log = logging.getLogger(__name__)
 DEBUG_PAIRS = 48
+RANK_SEED_STRIDE = 100_003  # per-process augmentation / dropout seeds: epoch seed + stride x rank
+
+__all__ = ["RunResult", "fit", "pick_device", "predict_probs", "resume_config", "validation_metrics"]
 
 
 @dataclass
@@ -84,34 +88,6 @@ def _resolve_pairs(cfg: TrainConfig):
     return collect_pairs(images, masks, cfg.mask_suffix)
 
 
-@torch.no_grad()
-def predict_probs(model: torch.nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
-                  channels_last: bool) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Probabilities (S, S) float32, masks (S, S) uint8 and ids for every item of ``loader``."""
-    model.eval()
-    probs, masks, ids = [], [], []
-    for x, y, batch_ids in loader:
-        x = x.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
-        p = torch.sigmoid(logits.float()).cpu().numpy()[:, 0]
-        probs += list(p)
-        masks += list(y.numpy()[:, 0].astype(np.uint8))
-        ids += list(batch_ids)
-    return probs, masks, ids
-
-
-def validation_metrics(probs: list[np.ndarray], masks: list[np.ndarray], threshold: float = 0.5) -> dict[str, float]:
-    rows, pooled = [], np.zeros(4, dtype=np.int64)
-    for p, m in zip(probs, masks):
-        pred = p >= threshold
-        rows.append(image_metrics(pred, m))
-        pooled += confusion(pred, m)
-    return aggregate(rows, tuple(int(v) for v in pooled))
-
-
 RESUME_OVERRIDES = ("epochs", "device", "workers", "push_to_hub", "max_steps_per_epoch")
 
 
@@ -128,8 +104,13 @@ def resume_config(path: str | Path, overrides: dict[str, Any], state: dict[str, 
     return cfg
 
 
-def fit(cfg: TrainConfig) -> RunResult:
-    """Train DS-AttentionUNet as ``cfg`` says and return where everything was written."""
+def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
+    """Train DS-AttentionUNet as ``cfg`` says and return where everything was written.
+
+    ``ctx``: this process's place in a torchrun job (:func:`distributed.setup`); None trains in
+    one process on ``cfg.device``. Under torchrun every process trains on its share of each
+    epoch and rank 0 alone writes files, logs and tunes the threshold.
+    """
     t_start = time.time()
     resume_state = load_last(cfg.resume) if cfg.resume else None
     if resume_state is not None:
@@ -140,19 +121,21 @@ def fit(cfg: TrainConfig) -> RunResult:
         if getattr(cfg, key):
             setattr(cfg, key, str(Path(getattr(cfg, key)).resolve()))
     _seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    ctx = ctx or Distributed(device=pick_device(cfg.device))
+    main, device = ctx.is_main, ctx.device
     dtype = autocast_dtype(device, cfg.amp)
     channels_last = cfg.channels_last and device.type != "mps"
+    rt = Runtime(device, dtype, channels_last)
 
-    # ---- output folders, laid out as the research code did ----
-    run_name = cfg.run_name or f"unet_isic_{datetime.now():%Y%m%d_%H%M%S}"
+    # ---- output folders, laid out as the research code did (rank 0's timestamp names the run) ----
+    run_name = ctx.broadcast(cfg.run_name or f"unet_isic_{datetime.now():%Y%m%d_%H%M%S}")
     cfg.run_name = run_name
     run_dir = Path(cfg.output_dir) / run_name
     models_dir, logs_dir, vis_dir = run_dir / "models", run_dir / "logs", run_dir / "visualizations"
-    for d in (models_dir, logs_dir, vis_dir / "epochs"):
+    for d in (models_dir, logs_dir, vis_dir / "epochs") if main else ():
         d.mkdir(parents=True, exist_ok=True)
 
-    # ---- data: pair, split, load ----
+    # ---- data: pair, split, load (every process decodes the same data; the sampler shards it) ----
     pairs = _resolve_pairs(cfg)
     if cfg.debug or cfg.limit:
         pairs = pairs[: cfg.limit or DEBUG_PAIRS]
@@ -163,9 +146,10 @@ def fit(cfg: TrainConfig) -> RunResult:
         split = load_split(cfg.split_file, list(by_id))
     else:
         split = make_split(list(by_id), cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    save_split(split, run_dir / "split.json")
-    for name, ids in split.items():
-        atomic_write_text(run_dir / f"{name}_ids.txt", "".join(f"{i}\n" for i in ids))
+    if main:
+        save_split(split, run_dir / "split.json")
+        for name, ids in split.items():
+            atomic_write_text(run_dir / f"{name}_ids.txt", "".join(f"{i}\n" for i in ids))
     model_kwargs = {"inference_img_size": cfg.img_size, **cfg.model}
     model = DSAttentionUNet(**model_kwargs)
     mean, std = model.preprocess_mean, model.preprocess_std
@@ -175,9 +159,15 @@ def fit(cfg: TrainConfig) -> RunResult:
                              train_transform(cfg.img_size, cfg.augment), mean, std)
     val_ds = LesionDataset([by_id[i] for i in split["val"] or split["train"][:8]], cfg.img_size, None, mean, std)
     loader_gen = torch.Generator()
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
-                              num_workers=cfg.workers, generator=loader_gen, persistent_workers=cfg.workers > 0)
-    val_loader = DataLoader(val_ds, batch_size=max(cfg.batch_size, 16), shuffle=False, num_workers=0)
+    sampler = ctx.sampler(train_ds, cfg.seed)  # None in one process: the loader shuffles with loader_gen
+    n_local = len(sampler) if sampler is not None else len(train_ds)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=n_local > cfg.batch_size, num_workers=cfg.workers, generator=loader_gen,
+                              persistent_workers=cfg.workers > 0)
+    val_batch = max(cfg.batch_size, 16)
+    val_loader = DataLoader(val_ds, batch_size=val_batch, shuffle=False, num_workers=0)
+    shard_loader = val_loader if not ctx.enabled else DataLoader(
+        Subset(val_ds, ctx.shard(len(val_ds))), batch_size=val_batch, shuffle=False, num_workers=0)
 
     # ---- model, optimiser, schedule ----
     model.to(device)
@@ -185,6 +175,9 @@ def fit(cfg: TrainConfig) -> RunResult:
         model = model.to(memory_format=torch.channels_last)
     log.info("model: DSAttentionUNet, %.2f M parameters, device %s, autocast %s", model.num_parameters() / 1e6,
              device, dtype)
+    if ctx.enabled:
+        log.info("%d processes x batch %d = %d images per step, %d steps per epoch", ctx.world_size,
+                 cfg.batch_size, ctx.world_size * cfg.batch_size, len(train_loader))
     loss_fn = get_loss(cfg.loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
@@ -205,71 +198,47 @@ def fit(cfg: TrainConfig) -> RunResult:
             scaler.load_state_dict(resume_state["scaler"])
         start_epoch, best_score, history = resume_state["epoch"], resume_state["best_score"], resume_state["history"]
         set_rng_state(resume_state["rng"])
+        was = resume_state["config"].get("_world_size", 1)
+        if was != ctx.world_size:
+            log.warning("resuming a %d-process run with %d processes: the global batch and the data order change",
+                        was, ctx.world_size)
         log.info("resumed from %s at epoch %d (best val Dice %.4f)", cfg.resume, start_epoch, best_score)
-    saved_cfg = {**cfg.to_dict(), "_split": split}
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({k: v for k, v in saved_cfg.items() if k != "_split"}, sort_keys=False))
+    train_model = ctx.wrap(model)  # DDP averages gradients; ``model`` stays the one to evaluate and save
+    saved_cfg = {**cfg.to_dict(), "_split": split, **({"_world_size": ctx.world_size} if ctx.enabled else {})}
+    if main:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
+            {k: v for k, v in saved_cfg.items() if not k.startswith("_")}, sort_keys=False))
 
     # ---- epochs ----
-    batch_log = open(logs_dir / "detailed_metrics.jsonl", "a")
+    batch_log = open(logs_dir / "detailed_metrics.jsonl", "a") if main else None
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.time()
         # a per-epoch seed makes an epoch's shuffling and augmentation identical whether or not
-        # the run was interrupted and resumed before it
-        epoch_seed = cfg.seed * 1000 + epoch
+        # the run was interrupted and resumed before it; each process augments with its own seed
+        epoch_seed = cfg.seed * 1000 + epoch + RANK_SEED_STRIDE * ctx.rank
         loader_gen.manual_seed(epoch_seed)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed)
         train_ds.transform.set_random_seed(epoch_seed)
-        model.train()
-        running, n_seen = 0.0, 0
-        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   dynamic_ncols=True, mininterval=2.0)
-        for step, (x, y, _) in enumerate(bar):
-            if step >= steps_per_epoch:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                outputs = model(x)
-            loss = supervised_loss(outputs, y, loss_fn, cfg.deep_supervision_decay)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                final = outputs[0] if isinstance(outputs, tuple) else outputs
-                pred = (final.float() > 0).float()
-                inter = (pred * y).flatten(1).sum(1)
-                denom = pred.flatten(1).sum(1) + y.flatten(1).sum(1)
-                batch_dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom)).mean().item()
-            running += loss.item() * len(x)
-            n_seen += len(x)
-            bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{batch_dice:.3f}")
-            batch_log.write(json.dumps({"epoch": epoch + 1, "step": step + 1, "loss": round(loss.item(), 5),
-                                        "dice": round(batch_dice, 5), "lr": scheduler.get_last_lr()[0]}) + "\n")
-        batch_log.flush()
+        loss_sum, n_seen = train_epoch(train_model, train_loader, steps_per_epoch, optimizer, scheduler, scaler,
+                                       loss_fn, cfg.deep_supervision_decay, cfg.grad_clip, rt,
+                                       f"epoch {epoch + 1}/{cfg.epochs}", batch_log, epoch + 1)
+        loss_sum, n_seen = ctx.sum([loss_sum, n_seen])
 
-        probs, masks, val_ids = predict_probs(model, val_loader, device, dtype, channels_last)
-        val = validation_metrics(probs, masks)
-        row = {"epoch": epoch + 1, "train_loss": running / max(n_seen, 1), "val_dice": val["dice_mean"],
+        val, probs, masks = validate(model, shard_loader, rt, ctx)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_dice": val["dice_mean"],
                "val_iou": val["iou_mean"], "val_recall": val["recall_mean"], "val_precision": val["precision_mean"],
                "val_thresholded_jaccard": val["thresholded_jaccard"], "val_failure_rate": val["failure_rate"],
                "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t_epoch, 1)}
         history.append(row)
+        improved = val["dice_mean"] > best_score
+        best_score = max(best_score, val["dice_mean"])
+        if not main:
+            continue
         with open(logs_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        improved = val["dice_mean"] > best_score
         if improved:
-            best_score = val["dice_mean"]
             save_best(models_dir / "best_model", model)
         save_last(models_dir / "last_checkpoint.pth", model, optimizer, scheduler, scaler, epoch + 1, best_score,
                   history, saved_cfg)
@@ -277,26 +246,37 @@ def fit(cfg: TrainConfig) -> RunResult:
                  row["train_loss"], row["val_dice"], row["val_iou"], row["val_recall"], row["seconds"],
                  "  * best" if improved else "")
         plot_history(history, vis_dir / "metrics_history.png")
-        val_images = [val_ds.images[i] for i in range(min(cfg.sample_images, len(val_ds)))]
+        # rank 0's shard starts the validation set, so its first items are the set's first items
+        val_images = [val_ds.images[i] for i in range(min(cfg.sample_images, len(probs)))]
         save_epoch_samples(val_images, masks[: len(val_images)], probs[: len(val_images)],
                            vis_dir / "epochs" / f"epoch_{epoch + 1:03d}.png")
-    batch_log.close()
+    if batch_log is not None:
+        batch_log.close()
 
-    # ---- operating points: tune the threshold for recall on the validation part ----
-    best = DSAttentionUNet.from_pretrained(models_dir / "best_model").to(device)
-    if channels_last:
+    # ---- operating points: rank 0 tunes the threshold for recall on the validation part ----
+    chosen, points = _tune_threshold(models_dir, model_kwargs, val_loader, rt, cfg.recall_target, logs_dir) \
+        if main else (None, None)
+    chosen, points = ctx.broadcast((chosen, points))  # the other processes wait here
+    wall = time.time() - t_start
+    return RunResult(run_dir, models_dir / "best_model", best_score, cfg.epochs, history, split,
+                     chosen["threshold"], points, wall)
+
+
+def _tune_threshold(models_dir: Path, model_kwargs: dict[str, Any], val_loader: DataLoader, rt: Runtime,
+                    recall_target: float, logs_dir: Path) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Pick the best model's threshold on the whole validation set and save it into the model folder."""
+    best = DSAttentionUNet.from_pretrained(models_dir / "best_model").to(rt.device)
+    if rt.channels_last:
         best = best.to(memory_format=torch.channels_last)
-    probs, masks, _ = predict_probs(best, val_loader, device, dtype, channels_last)
+    probs, masks, _ = predict_probs(best, val_loader, rt.device, rt.dtype, rt.channels_last)
     points = operating_points(probs, masks)
-    chosen = choose_threshold(points, cfg.recall_target)
+    chosen = choose_threshold(points, recall_target)
     log.info("threshold %.2f: val recall %.4f precision %.4f (recall target %.2f)", chosen["threshold"],
-             chosen["recall"], chosen["precision"], cfg.recall_target)
+             chosen["recall"], chosen["precision"], recall_target)
     tuned = DSAttentionUNet(**{**model_kwargs, "inference_threshold": chosen["threshold"],
                                "inference_operating_points": points})
     tuned.load_state_dict(best.float().cpu().state_dict())
     save_best(models_dir / "best_model", tuned)
     atomic_write_text(logs_dir / "operating_points.json",
-                      json.dumps({"recall_target": cfg.recall_target, "chosen": chosen, "points": points}, indent=1))
-    wall = time.time() - t_start
-    return RunResult(run_dir, models_dir / "best_model", best_score, cfg.epochs, history, split,
-                     chosen["threshold"], points, wall)
+                      json.dumps({"recall_target": recall_target, "chosen": chosen, "points": points}, indent=1))
+    return chosen, points

@@ -84,7 +84,8 @@ def safe_zip_members(zip_path: str | os.PathLike, limits: ZipLimits = ZipLimits(
                 raise UnsafeArchiveError(f"{archive}: refused, member {info.filename!r} is encrypted")
             if info.file_size > limits.max_member_bytes:
                 raise UnsafeArchiveError(f"{archive}: refused, member {info.filename!r} expands to "
-                                         f"{info.file_size / 1e6:.0f} MB (limit {limits.max_member_bytes / 1e6:.0f} MB)")
+                                         f"{info.file_size / 1e6:.0f} MB "
+                                         f"(limit {limits.max_member_bytes / 1e6:.0f} MB)")
             if (info.file_size >= limits.ratio_min_bytes
                     and info.file_size > limits.max_ratio * max(info.compress_size, 1)):
                 raise UnsafeArchiveError(f"{archive}: refused, member {info.filename!r} expands "

@@ -27,7 +27,7 @@ from .session import ImageResult, measurements
 from .views import fit_size, resize_rgb_to
 
 __all__ = ["CSV_COLUMNS", "TABLE_HEADERS", "BatchInput", "UnsafeArchiveError", "ZipLimits", "collect_inputs",
-           "run_batch", "safe_zip_members"]
+           "public_message", "run_batch", "safe_zip_members"]
 
 TABLE_HEADERS = ["file", "size", "lesion area", "confidence", "flags", "status"]
 CSV_COLUMNS = ["file", "status", "error", "width_px", "height_px", "threshold", "area_px", "area_pct",
@@ -82,6 +82,15 @@ def collect_inputs(paths: Sequence[str | os.PathLike], work_dir: str | os.PathLi
     return items
 
 
+def public_message(err: BaseException, name: str) -> str:
+    """The error's one-line message with server-side paths replaced by the file's name."""
+    msg = " ".join(str(err).split())
+    path = getattr(err, "path", None)
+    if path and path != name:
+        msg = msg.replace(str(path), name)
+    return msg
+
+
 def _unique(stem: str, used: set[str]) -> str:
     base, n = _safe_part(stem), 2
     out = base
@@ -96,6 +105,10 @@ def _row_for_error(item: BatchInput) -> tuple[list, dict]:
     row = [item.name, "", "", "", "", status]
     rec = {"file": item.name, "status": "skipped" if item.skipped else "error", "error": item.error or ""}
     return row, rec
+
+
+def _failed(item: BatchInput, err: BaseException) -> BatchInput:
+    return BatchInput(item.name, error=f"error: {public_message(err, item.name)}")
 
 
 def _confidence(meas: dict) -> str:
@@ -177,7 +190,7 @@ def run_batch(predictor: Predictor, paths: Sequence[str | os.PathLike], out_dir:
                 rgb, full = predictor.load(item.path)
                 loaded.append((i, rgb, tuple(int(v) for v in full)))
             except (ImageLoadError, OSError, ValueError) as e:
-                rows[i], records[i] = _row_for_error(BatchInput(item.name, error=f"error: {e}"))
+                rows[i], records[i] = _row_for_error(_failed(item, e))
         probs = predictor.predict_batch([rgb for _, rgb, _ in loaded], threshold=t, tta=tta,
                                         sizes=[(s, s)] * len(loaded)) if loaded else []
         for (i, rgb, full), pred in zip(loaded, probs):
@@ -188,7 +201,7 @@ def run_batch(predictor: Predictor, paths: Sequence[str | os.PathLike], out_dir:
                                                       mm_per_px)
                 gallery.append(thumb)
             except (OSError, ValueError) as e:
-                rows[i], records[i] = _row_for_error(BatchInput(item.name, error=f"error: {e}"))
+                rows[i], records[i] = _row_for_error(_failed(item, e))
             if progress is not None:
                 progress((i + 1) / n, f"{i + 1} / {len(items)}: {item.name}")
     zip_path = out / "lesionseg_results.zip"

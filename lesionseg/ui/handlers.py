@@ -92,7 +92,7 @@ class Handlers:
             result = session.segment_file(self.predictor, image_path, tta=self.tta, name=name)
             views, meas = session.first_outputs(result, threshold, _mm(mm_per_px))
         except ImageLoadError as e:
-            return (*empty[:6], _warn(str(e)), None)
+            return (*empty[:6], _warn(batch_mod.public_message(e, name)), None)
         except (ValueError, OSError, MemoryError) as e:
             log.exception("segmentation failed for %s", name)
             return (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {e})"), None)

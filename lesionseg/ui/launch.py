@@ -38,6 +38,7 @@ class LaunchConfig:
     examples_dir: str | None = None
     tta: bool = True
     allow_pickle: bool = False
+    threads: int | None = None
 
 
 def parse_auth_pairs(text: str, where: str) -> list[tuple[str, str]]:
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="single-image view without flip test-time augmentation (faster; no uncertainty map)")
     m.add_argument("--allow-pickle", action="store_true",
                    help="also load .pth checkpoints (weights only; only files you trust)")
+    m.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads for the model (default: PyTorch's choice; 1 on a busy shared machine)")
     s = p.add_argument_group("server")
     s.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on; 0.0.0.0 for the local network (default: 127.0.0.1)")
@@ -133,7 +136,7 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
                         device=ns.device, host=ns.host, port=ns.port, share=ns.share, auth=auth or None,
                         max_queue=ns.max_queue, concurrency=ns.concurrency, max_upload_mb=ns.max_upload_mb,
                         examples=examples, examples_dir=str(Path(ns.examples).expanduser().resolve())
-                        if ns.examples else None, tta=ns.tta, allow_pickle=ns.allow_pickle)
+                        if ns.examples else None, tta=ns.tta, allow_pickle=ns.allow_pickle, threads=ns.threads)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -144,8 +147,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def load_predictor_or_exit(config: LaunchConfig):
     """Load the model once; bad weights or device: one-line error and exit 2, no traceback."""
+    import torch
+
     from ..inference import Predictor, WeightsError
 
+    if config.threads:
+        torch.set_num_threads(config.threads)
     try:
         return Predictor.from_weights(config.weights, revision=config.revision, device=config.device,
                                       tta=config.tta, allow_pickle=config.allow_pickle)

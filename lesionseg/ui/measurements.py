@@ -73,8 +73,8 @@ def asymmetry_index(region: np.ndarray) -> tuple[float, float]:
     crop = region[y0:y1, x0:x1].astype(np.uint8)
     s = _ASYMMETRY_MAX_SIDE / max(crop.shape)
     if s < 1:
-        crop = (cv2.resize(crop.astype(np.float32), (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s))),
-                           interpolation=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
+        size = (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s)))
+        crop = (cv2.resize(crop.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
     # pad so that mirrored pixels stay on the canvas (mirroring keeps distances to the centroid)
     pad = int(math.ceil(math.hypot(*crop.shape))) + 2
     canvas = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
