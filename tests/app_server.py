@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+READY_MARK = "lesionseg app: ready at"  # printed by lesionseg.ui.launch.launch once the server is up
 QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
              "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -55,6 +56,10 @@ class AppServer:
     def log(self) -> str:
         return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
 
+    def _ready(self) -> bool:
+        """The app printed its ready line (after launch() returned) and answers HTTP."""
+        return READY_MARK in self.log and self._answers()
+
     def _answers(self) -> bool:
         try:
             with urllib.request.urlopen(self.url + "gradio_api/info", timeout=5) as r:
@@ -67,22 +72,22 @@ class AppServer:
     def start(self) -> "AppServer":
         cmd = [sys.executable, "app.py", "--port", str(self.port), "--host", self.host, *self.args]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True)  # own process group: stop() reaches all of it
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AppServerError(f"app.py exited with code {self.proc.returncode}:\n{self.log[-3000:]}")
-            if self._answers():
+            if self._ready():
                 return self
             time.sleep(0.5)
         self.stop()
         raise AppServerError(f"app.py did not answer within {self.startup_timeout:.0f} s:\n{self.log[-3000:]}")
 
     def stop(self) -> None:
-        """Interrupt the app (Ctrl-C), then kill it if it lingers."""
+        """SIGTERM (the app shuts down as on Ctrl-C and removes its temp files), then SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
             try:
                 os.killpg(self.proc.pid, sig)  # its own session: the app and anything it started
             except ProcessLookupError:

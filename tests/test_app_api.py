@@ -40,7 +40,8 @@ def client(server):
 def photos(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("photos")
     out = {}
-    for name, (h, w, seed) in {"wide.jpg": (900, 1200, 1), "small.jpg": (300, 400, 2), "tall.png": (500, 350, 3)}.items():
+    sizes = {"wide.jpg": (900, 1200, 1), "small.jpg": (300, 400, 2), "tall.png": (500, 350, 3)}
+    for name, (h, w, seed) in sizes.items():
         Image.fromarray(draw_lesion(h, w, seed)[0]).save(d / name)
         out[name] = d / name
     (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF garbage, cut short")
@@ -93,7 +94,7 @@ def test_unreadable_upload_gives_a_message_not_a_traceback(client, photos):
 
     with pytest.raises(Exception) as e:
         client.predict(handle_file(photos["corrupt.jpg"]), 0.5, None, api_name="/segment")
-    assert "not a readable image" in str(e.value) or "corrupt" in str(e.value)
+    assert "corrupt.jpg: not a readable image" in str(e.value)
     assert "Traceback" not in str(e.value)
 
 

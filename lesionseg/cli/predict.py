@@ -92,6 +92,23 @@ def existing_row(image_id: str, file: Path, out_dir: Path) -> dict | None:
     return result_row(image_id, file, mask.shape, int(mask.sum()), "", status="skipped")
 
 
+def remove_stale_temp_files(out_dir: Path) -> int:
+    """Delete temporary files a killed earlier run left behind (``.<output name>.<random>.tmp.png``,
+    named so by :func:`lesionseg.utils.atomic.atomic_path`); finished outputs are never touched."""
+    n = 0
+    names = [f".*_{k}.png.*.tmp.png" for k in OUTPUT_KINDS] + [f".{CSV_NAME}.*.tmp.csv"]
+    for pattern in names:
+        for f in out_dir.glob(pattern):
+            try:
+                f.unlink()
+                n += 1
+            except OSError:
+                pass
+    if n:
+        log.info("removed %d temporary file(s) left by an interrupted run", n)
+    return n
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
@@ -120,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         error(str(e))
         return EXIT_INPUT
 
+    remove_stale_temp_files(output_dir)
     ids = assign_ids(files)
     rows: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}

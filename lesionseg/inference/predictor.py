@@ -21,12 +21,13 @@ import torch
 from ..data.io import ImageLoadError, load_image, read_image_size
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
-from .weights import load_model, resolve_device
+from .weights import default_weights_source, load_model, resolve_device
 
 log = logging.getLogger(__name__)
 
 # Flip variants for test-time augmentation: dims of a (B, C, H, W) tensor to flip.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+BACKENDS = ("torch", "onnx")
 _ORIENTATION_TAG = 0x0112
 
 
@@ -135,7 +136,9 @@ class Predictor:
     """Model + preprocessing + threshold. ``calls`` counts model forward passes."""
 
     def __init__(self, model: DSAttentionUNet, device: str | torch.device = "cpu", tta: bool = False,
-                 fast: bool = True, batch_size: int = 8):
+                 fast: bool = True, batch_size: int = 8, backend: str = "torch", onnx_folder: str | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tta = bool(tta)
@@ -147,7 +150,15 @@ class Predictor:
         self.std: list[float] = list(model.preprocess_std)
         self.calls = 0
         self.source: str | None = None
-        self.fast = bool(fast) and self._fast_supported()
+        self.onnx = None
+        if backend == "onnx":  # ONNX Runtime on the CPU, fp32; see onnx_backend.py
+            from .onnx_backend import runner_for
+
+            if self.device.type != "cpu":
+                raise ValueError(f"backend 'onnx' runs on the CPU only, not on {self.device}")
+            self.onnx = runner_for(self.model, onnx_folder)
+        self.backend = backend
+        self.fast = bool(fast) and self.onnx is None and self._fast_supported()
         if self.fast:
             self.model = self.model.to(memory_format=torch.channels_last)
         log.debug("predictor on %s, img_size %d, threshold %.3f, fast=%s", self.device, self.img_size,
@@ -156,11 +167,15 @@ class Predictor:
     @classmethod
     def from_weights(cls, source: str | Path | None = None, revision: str | None = None,
                      device: str | torch.device = "auto", tta: bool = False, allow_pickle: bool = False,
-                     fast: bool = True) -> "Predictor":
-        """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights."""
+                     fast: bool = True, backend: str = "torch") -> "Predictor":
+        """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights.
+
+        ``backend="onnx"`` uses ``model.onnx`` beside local weights when it was exported from them."""
         dev = resolve_device(device)
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)
-        pred = cls(model, device=dev, tta=tta, fast=fast)
+        path = Path(str(source if source is not None else default_weights_source())).expanduser()
+        folder = str(path if path.is_dir() else path.parent) if path.exists() else None
+        pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend, onnx_folder=folder)
         pred.source = str(source) if source is not None else None
         return pred
 
@@ -182,6 +197,9 @@ class Predictor:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised -> (B, S, S) float32 probabilities; one model call."""
+        if self.onnx is not None:
+            self.calls += 1
+            return torch.sigmoid(torch.from_numpy(self.onnx(x.numpy())))[:, 0]
         x = x.to(self.device, non_blocking=True)
         if self.fast:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -7,6 +7,7 @@ so moving the threshold cannot run the model.
 """
 from __future__ import annotations
 
+import atexit
 import html
 import logging
 import math
@@ -35,6 +36,8 @@ class WorkDir:
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="lesionseg-app-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_age_s = max_age_s
+        if root is None:
+            atexit.register(shutil.rmtree, self.root, ignore_errors=True)
 
     def new(self, prefix: str) -> Path:
         self.prune()

@@ -160,9 +160,22 @@ def load_predictor_or_exit(config: LaunchConfig):
         fail(str(e))
 
 
+READY = "ready at"
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def launch(demo, config: LaunchConfig) -> None:  # demo: gr.Blocks
-    """Queue and start the server; a failed ``--share`` leaves the local server running."""
+    """Queue and start the server, print ``lesionseg app: ready at URL`` and serve until Ctrl-C / SIGTERM.
+
+    A failed ``--share`` (closed network) leaves the local server running with a clear message.
+    """
+    import signal
+
     demo.queue(max_size=config.max_queue, default_concurrency_limit=config.concurrency)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # stop like Ctrl-C: temp files are removed
     try:
         demo.launch(server_name=config.host, server_port=config.port, share=config.share, auth=config.auth,
                     max_file_size=f"{config.max_upload_mb}mb", show_error=False, prevent_thread_lock=True,
@@ -171,7 +184,12 @@ def launch(demo, config: LaunchConfig) -> None:  # demo: gr.Blocks
                     footer_links=["api", "settings"], auth_message="lesionseg: please log in.")
     except OSError as e:  # port in use, address not available
         fail(f"cannot start the server on {config.host}:{config.port} ({e})")
+    except KeyboardInterrupt:
+        demo.close()
+        raise SystemExit(130) from None
     if config.share and not getattr(demo, "share_url", None):
         print(f"{PROG}: no public share link could be created (the network looks closed); "
               f"the app keeps running locally at {demo.local_url}", file=sys.stderr, flush=True)
+    print(f"{PROG}: {READY} {demo.local_url}" + (f" and {demo.share_url}" if getattr(demo, "share_url", None) else ""),
+          flush=True)
     demo.block_thread()

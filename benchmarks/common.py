@@ -1,0 +1,180 @@
+"""Shared pieces of the benchmark suite: settings, machine description, timing, data, agreement."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256"
+DEFAULT_WEIGHTS = ROOT / "weights"
+
+
+@dataclass
+class Settings:
+    """What one run measures and how long it may take."""
+
+    quick: bool = False
+    weights: Path = DEFAULT_WEIGHTS
+    data: Path = DEFAULT_DATA
+    threads: int = field(default_factory=torch.get_num_threads)
+    compile: bool = True  # try torch.compile (slow to start; skipped with --quick)
+
+    def iters(self, full: int, quick: int = 2) -> int:
+        """Timed iterations: ``full`` normally, ``quick`` with --quick."""
+        return quick if self.quick else full
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def machine_info(settings: Settings) -> dict[str, Any]:
+    """Everything needed to read the numbers: CPU, cores, threads, library versions, date."""
+    flags = cpu_flags()
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni") if f in flags]
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        ort_version = ort.__version__
+    except ImportError:
+        ort_version = "not installed"
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = float("nan")
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "isa": ", ".join(isa) or "-",
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+        "threads": settings.threads,
+        "bf16_autocast": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
+        "cuda": torch.cuda.is_available(),
+        "quick": settings.quick,
+        "other_load": other_load(),
+    }
+
+
+def other_load() -> str:
+    """Other busy python processes (a training run, tests) that would skew the numbers."""
+    me, busy = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in (me, os.getppid()):
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if any(k in cmd for k in ("train_cli", "pytest", "lesionseg train")):
+            busy.append(cmd[:60])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"load avg {load:.2f}" + (f"; running: {'; '.join(busy)}" if busy else "")
+
+
+def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 2) -> dict[str, float]:
+    """Median / min / mean wall time of ``fn()`` in milliseconds after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, iters)):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "mean_ms": statistics.fmean(times),
+            "n": len(times)}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    a, b = a.astype(bool), b.astype(bool)
+    denom = int(a.sum() + b.sum())
+    return 1.0 if denom == 0 else 2.0 * int((a & b).sum()) / denom
+
+
+def real_images(settings: Settings, n: int = 20) -> tuple[list[np.ndarray], str]:
+    """The first ``n`` ISIC images (RGB uint8) and where they came from; synthetic ones if absent."""
+    from lesionseg.data.io import load_image
+
+    folder = settings.data / "images"
+    files = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
+    if files:
+        return [load_image(f) for f in files], f"{len(files)} ISIC images ({folder})"
+    return synthetic_images(n), f"{n} synthetic images (no data at {folder})"
+
+
+def synthetic_images(n: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
+    """Skin-toned images with a dark elliptic lesion, RGB uint8."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = np.clip(np.array([205, 160, 140]) + rng.normal(0, 8, (size, size, 3)), 0, 255).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        c = tuple(int(v) for v in rng.uniform(0.3, 0.7, 2) * size)
+        axes = tuple(int(v) for v in rng.uniform(0.1, 0.3, 2) * size)
+        cv2.ellipse(mask, c, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        img[mask > 0] = (img[mask > 0] * 0.45).astype(np.uint8)
+        out.append(img)
+    return out
+
+
+def matmul_peak(dtype: torch.dtype, seconds: float, n: int = 2048) -> float:
+    """Sustained GFLOP/s of an n x n matmul in ``dtype`` on this process's threads."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    reps, start = 0, time.perf_counter()
+    while True:
+        torch.mm(a, b, out=out)
+        reps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and reps >= 3:
+            break
+    return 2.0 * n ** 3 * reps / elapsed / 1e9
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward (convolutions and matmuls; 2 per multiply-add) by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
