@@ -105,13 +105,14 @@ def create_demo(predictor, config: LaunchConfig):
                      api_name="segment", trigger_mode="always_last").then(
             handlers.downloads, [state, threshold, mm], files, api_name="downloads", show_progress="hidden")
         # threshold: re-cut the kept probability map (state + threshold in, no model call)
-        gr.on([threshold.release, mm.submit, mm.blur], handlers.rethreshold, [state, threshold, mm], [ov, mask, meas],
+        gr.on([threshold.release, mm.submit, mm.blur], handlers.rethreshold, [state, threshold, mm],
+              [ov, mask, meas, files],
               api_name="rethreshold", trigger_mode="always_last", show_progress="hidden").then(
             handlers.downloads, [state, threshold, mm], files, api_visibility="private", show_progress="hidden")
         threshold.change(h.describe, threshold, [stats, preset], api_visibility="private", show_progress="hidden",
                          queue=False)
         preset.input(h.apply_preset, preset, threshold, api_visibility="private", show_progress="hidden").then(
-            handlers.rethreshold, [state, threshold, mm], [ov, mask, meas], api_visibility="private",
+            handlers.rethreshold, [state, threshold, mm], [ov, mask, meas, files], api_visibility="private",
             show_progress="hidden").then(
             handlers.downloads, [state, threshold, mm], files, api_visibility="private", show_progress="hidden")
         # batch: runs as soon as files arrive, or on the button

@@ -104,3 +104,4 @@ class AppServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)

@@ -53,7 +53,15 @@ class WorkDir:
                 pass
 
 
-WORK = WorkDir()
+_WORK: WorkDir | None = None
+
+
+def default_work() -> WorkDir:
+    """The process's work folder, created on first use and removed at exit."""
+    global _WORK
+    if _WORK is None:
+        _WORK = WorkDir()
+    return _WORK
 
 
 def _mm(mm_per_px: Any) -> float | None:
@@ -82,7 +90,7 @@ class Handlers:
         self.predictor = predictor
         self.tta = tta
         self.limits = limits
-        self.work = work or WORK
+        self.work = work or default_work()
         self.presets = operating_points.presets(predictor.operating_points, predictor.threshold)
 
     def segment(self, image_path: str | None, threshold: float, mm_per_px: float | None):
@@ -135,15 +143,18 @@ class Handlers:
 
 
 def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px: float | None):
-    """Kept result + threshold -> (overlay, mask, measurements); skips everything without a result."""
+    """Kept result + threshold -> (overlay, mask, measurements, downloads cleared until rewritten).
+
+    Skips every output without a result.
+    """
     if result is None:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     try:
         views, meas = session.rethreshold(result, threshold, _mm(mm_per_px))
     except ValueError as e:
         _warn(str(e))
-        return gr.skip(), gr.skip(), gr.skip()
-    return views["overlay"], views["mask"], format_measurements(meas)
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return views["overlay"], views["mask"], format_measurements(meas), None
 
 
 def downloads(result: session.ImageResult | None, threshold: float, mm_per_px: float | None) -> list[str] | None:
@@ -152,7 +163,7 @@ def downloads(result: session.ImageResult | None, threshold: float, mm_per_px: f
         return None
     try:
         meas = session.measurements(result, threshold, _mm(mm_per_px))
-        paths = session.write_downloads(result, threshold, meas, WORK.new("single"))
+        paths = session.write_downloads(result, threshold, meas, default_work().new("single"))
     except (OSError, ValueError) as e:
         _warn(f"the result files could not be written ({type(e).__name__}: {e})")
         return None

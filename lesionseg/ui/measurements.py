@@ -185,7 +185,7 @@ def format_measurements(meas: dict) -> str:
     lines = [
         "**Image measurements — not a diagnosis**",
         "",
-        "| | |",
+        "| Measurement | Value |",
         "|---|---|",
         f"| Lesion area | {area} |",
         f"| Longest diameter | {diam} |",

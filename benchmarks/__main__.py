@@ -1,0 +1,99 @@
+"""``python -m benchmarks [--quick] [--output FILE]``: run every section and write the results."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from .common import DEFAULT_DATA, DEFAULT_WEIGHTS, Settings, machine_info  # noqa: E402
+
+log = logging.getLogger("benchmarks")
+SECTIONS = ("forward", "peak", "peers", "e2e", "throughput", "training", "gpu")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a few iterations per figure (CI smoke run)")
+    ap.add_argument("--output", type=Path, default=Path(__file__).with_name("results.md"),
+                    help="Markdown results file (default benchmarks/results.md); a .json twin is written beside it")
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights folder (default weights/)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISIC folder with images/ and masks/")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile candidates")
+    return ap.parse_args(argv)
+
+
+def _guarded(name: str, fn: Callable[[], dict[str, Any]], notes: list[str]) -> dict[str, Any]:
+    """Run one section; a failure becomes a note and an empty section instead of losing the rest."""
+    t = time.perf_counter()
+    log.info("section %s ...", name)
+    try:
+        out = fn()
+    except Exception as e:  # noqa: BLE001 - report and carry on
+        traceback.print_exc()
+        notes.append(f"section {name} failed: {type(e).__name__}: {e}")
+        out = {"rows": [], "failed": True}
+    log.info("section %s done in %.1f s", name, time.perf_counter() - t)
+    return out
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Every section, in order; returns the results dict the report renders."""
+    from .e2e import e2e_section, throughput_section
+    from .forward import forward_section, gpu_section, peak_section, peers_section
+    from .training import training_section
+
+    torch.set_num_threads(settings.threads)
+    notes: list[str] = []
+    res: dict[str, Any] = {"machine": machine_info(settings), "notes": notes}
+    res["forward"] = _guarded("forward", lambda: forward_section(settings), notes)
+    if res["forward"].get("failed"):
+        raise SystemExit("the forward section failed; nothing else is meaningful without the model")
+    res["peak"] = _guarded("peak", lambda: peak_section(settings, res["forward"]), notes)
+    res["peers"] = _guarded("peers", lambda: peers_section(settings, res["forward"]), notes)
+    res["e2e"] = _guarded("e2e", lambda: e2e_section(settings), notes)
+    res["throughput"] = _guarded("throughput", lambda: throughput_section(settings), notes)
+    res["training"] = _guarded("training", lambda: training_section(settings), notes)
+    res["gpu"] = _guarded("gpu", lambda: gpu_section(settings), notes)
+    res["forward"].pop("model", None)
+    res["machine"]["other_load_after"] = machine_info(settings)["other_load"]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    settings = Settings(quick=args.quick, weights=args.weights, data=args.data,
+                        threads=args.threads or torch.get_num_threads(), compile=args.compile)
+    if not (settings.weights / "config.json").is_file():
+        print(f"benchmarks: no weights at {settings.weights} (pass --weights FOLDER)", file=sys.stderr)
+        return 2
+    t = time.perf_counter()
+    res = run(settings)
+    res["machine"]["wall_s"] = round(time.perf_counter() - t, 1)
+    from .report import render
+
+    from lesionseg.utils.atomic import atomic_write_text
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output, render(res))
+    atomic_write_text(args.output.with_suffix(".json"), json.dumps(res, indent=1, default=str) + "\n")
+    print(f"results: {args.output} ({res['machine']['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Sections 1-3 and 7: forward latency and agreement, FLOPs vs matmul peak, peer models, GPU.
+
+Every variant is a function (B, 3, S, S) normalised float32 -> (B, S, S) probabilities, so the
+baseline (the research code's fp32 eager NCHW) and the candidates are timed and compared alike.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from lesionseg.data.transforms import normalize, resize_rgb
+from lesionseg.inference import Predictor, load_model
+
+from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_fn
+
+log = logging.getLogger("benchmarks")
+Fn = Callable[[torch.Tensor], torch.Tensor]
+AGREE = 0.99  # mean Dice a candidate must reach against the fp32 eager masks
+
+
+def _eager(model: torch.nn.Module, channels_last: bool, bf16: bool) -> Fn:
+    m = copy.deepcopy(model).eval()
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return torch.sigmoid(m(x).float())[:, 0]
+    return fn
+
+
+def _compiled(model: torch.nn.Module, bf16: bool) -> tuple[Fn, float]:
+    """torch.compile (inductor) of the channels_last model; returns (fn, compile seconds)."""
+    m = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    cm = torch.compile(m, dynamic=False)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return torch.sigmoid(cm(x).float())[:, 0]
+    t = time.perf_counter()
+    fn(torch.zeros(1, 3, model.inference_img_size, model.inference_img_size))
+    return fn, time.perf_counter() - t
+
+
+def _predictor_fn(pred: Predictor) -> Fn:
+    return lambda x: pred._forward(x)  # noqa: SLF001 - exactly the Predictor's model call
+
+
+def batch_of(images: list[np.ndarray], model: Any) -> torch.Tensor:
+    """RGB uint8 images -> normalised (N, 3, S, S) float32, the Predictor's preprocessing."""
+    s = model.inference_img_size
+    return torch.from_numpy(np.stack([normalize(resize_rgb(im, s), model.preprocess_mean, model.preprocess_std)
+                                      for im in images]))
+
+
+def agreement(fn: Fn, ref: np.ndarray, x: torch.Tensor, threshold: float) -> dict[str, float]:
+    """Per-image Dice of ``fn``'s masks against reference probabilities ``ref`` (batch 1 each)."""
+    probs = np.concatenate([fn(x[i:i + 1]).float().numpy() for i in range(len(x))])
+    d = [dice(p >= threshold, r >= threshold) for p, r in zip(probs, ref)]
+    return {"dice_mean": float(np.mean(d)), "dice_min": float(np.min(d)),
+            "max_prob_diff": float(np.abs(probs - ref).max())}
+
+
+def forward_section(settings: Settings) -> dict[str, Any]:
+    """Section 1 (+ data for 2): every forward variant at batch 1, timed and checked against fp32."""
+    model = load_model(settings.weights)
+    images, source = real_images(settings, 20)
+    x = batch_of(images, model)
+    x1 = x[:1].clone()
+    t = model.inference_threshold
+    base = Predictor(model, fast=False)
+    ours = Predictor(copy.deepcopy(model))  # the project's default path
+    candidates: list[tuple[str, Fn, dict[str, Any]]] = [
+        ("fp32 eager NCHW (baseline, research code)", _predictor_fn(base), {}),
+        ("fp32 eager channels_last", _eager(model, True, False), {}),
+    ]
+    bf16 = ours.fast or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    if bf16:
+        candidates.append(("bf16 autocast + channels_last", _eager(model, True, True), {}))
+    try:
+        onnx = Predictor(copy.deepcopy(model), backend="onnx")
+        candidates.append(("ONNX Runtime fp32", _predictor_fn(onnx), {}))
+    except Exception as e:  # noqa: BLE001 - onnxruntime missing or failing: reported, not fatal
+        candidates.append(("ONNX Runtime fp32", None, {"skipped": f"{type(e).__name__}: {e}"}))
+    if settings.compile and not settings.quick:
+        variants = [("torch.compile fp32 channels_last", False)] + (
+            [("torch.compile bf16 autocast channels_last", True)] if bf16 else [])
+        for name, use_bf16 in variants:
+            try:
+                fn, secs = _compiled(model, use_bf16)
+                candidates.append((name, fn, {"compile_s": secs}))
+            except Exception as e:  # noqa: BLE001 - no compiler / inductor failure
+                candidates.append((name, None, {"skipped": f"{type(e).__name__}: {str(e)[:120]}"}))
+    else:
+        candidates.append(("torch.compile", None, {"skipped": "not run with --quick (compiles for minutes)"}))
+    candidates.append((f"project Predictor default ({describe(ours)})", _predictor_fn(ours), {"ours": True}))
+
+    ref = np.concatenate([_predictor_fn(base)(x[i:i + 1]).numpy() for i in range(len(x))])
+    rows = []
+    for name, fn, extra in candidates:
+        row: dict[str, Any] = {"variant": name, **extra}
+        if fn is not None:
+            row.update(time_fn(lambda: fn(x1), settings.iters(30, 2), warmup=settings.iters(5, 1)))
+            row.update(agreement(fn, ref, x, t))
+        rows.append(row)
+    base_ms = rows[0]["median_ms"]
+    for row in rows:
+        if "median_ms" in row:
+            row["speedup"] = base_ms / row["median_ms"]
+    return {"rows": rows, "images": source, "threshold": t, "ours": describe(ours), "model": model}
+
+
+def describe(pred: Predictor) -> str:
+    """Short name of a Predictor's execution path."""
+    if pred.onnx is not None:
+        return "ONNX Runtime fp32"
+    return "bf16 autocast + channels_last" if pred.fast else "fp32 eager"
+
+
+def peak_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:
+    """Section 2: model FLOPs vs sustained matmul GFLOP/s -> share of peak reached by the forward."""
+    model = fwd["model"]
+    s = model.inference_img_size
+    flops = count_flops(copy.deepcopy(model).eval(), torch.zeros(1, 3, s, s))
+    secs = 0.3 if settings.quick else 2.0
+    peaks = {"fp32": matmul_peak(torch.float32, secs)}
+    if fwd["ours"].startswith("bf16") or any(r["variant"].startswith("bf16") for r in fwd["rows"]):
+        peaks["bf16"] = matmul_peak(torch.bfloat16, secs)
+    rows = []
+    for r in fwd["rows"]:
+        if "median_ms" not in r:
+            continue
+        gflops = flops / (r["median_ms"] / 1e3) / 1e9
+        kind = "bf16" if "bf16" in r["variant"] and "bf16" in peaks else "fp32"
+        rows.append({"variant": r["variant"], "gflops": gflops, "peak_kind": kind,
+                     "share": gflops / peaks[kind], "share_fp32": gflops / peaks["fp32"]})
+    return {"flops": flops, "peaks": peaks, "rows": rows, "matmul_n": 2048}
+
+
+def _peer_models() -> tuple[list[tuple[str, torch.nn.Module]], list[str]]:
+    """smp Unet(resnet34) and MONAI AttentionUnet with random weights, where installed."""
+    from .peers import monai_attention_unet, smp_unet_resnet34
+
+    models, missing = [], []
+    for name, make in (("smp Unet(resnet34)", smp_unet_resnet34), ("MONAI AttentionUnet", monai_attention_unet)):
+        try:
+            models.append((name, make()))
+        except Exception as e:  # noqa: BLE001 - optional benchmark dependency
+            missing.append(f"{name}: {type(e).__name__}: {str(e)[:160]}")
+    return models, missing
+
+
+def peers_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:
+    """Section 3: params, GFLOPs and latency of peers and ours, fp32 eager and bf16 + channels_last."""
+    torch.manual_seed(0)
+    ours = fwd["model"]
+    s = ours.inference_img_size
+    x = torch.randn(1, 3, s, s)
+    models, missing = _peer_models()
+    rows = []
+    bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    for name, m in [("DS-AttentionUNet (ours)", ours)] + models:
+        m = m.eval()
+        row: dict[str, Any] = {"model": name, "params": params(m), "gflops": count_flops(m, x) / 1e9}
+        row["fp32_ms"] = time_fn(lambda fn=_eager(m, False, False): fn(x), settings.iters(15, 1), 1)["median_ms"]
+        if bf16:
+            row["bf16_cl_ms"] = time_fn(lambda fn=_eager(m, True, True): fn(x), settings.iters(15, 1), 1)["median_ms"]
+        rows.append(row)
+    ours_row = next((r for r in fwd["rows"] if r.get("ours")), None)
+    if ours_row:
+        rows[0]["project_path_ms"] = ours_row["median_ms"]
+    return {"rows": rows, "missing": missing}
+
+
+def gpu_section(settings: Settings) -> dict[str, Any]:
+    """Section 7: the forward on CUDA when a GPU is visible; otherwise the reason it is absent."""
+    if not torch.cuda.is_available():
+        return {"available": False, "note": "No GPU was available in this session (torch.cuda.is_available() is "
+                                            "False); no GPU figures were measured."}
+    model = load_model(settings.weights, device="cuda").eval()
+    s = model.inference_img_size
+    rows = []
+    for batch in (1, 16):
+        x = torch.randn(batch, 3, s, s, device="cuda")
+        for dtype in (torch.float32, torch.bfloat16):
+            def fn() -> None:
+                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+                    model(x)
+                torch.cuda.synchronize()
+            r = time_fn(fn, settings.iters(50, 3), 3)
+            rows.append({"batch": batch, "dtype": str(dtype).replace("torch.", ""), **r,
+                         "images_per_s": batch / (r["median_ms"] / 1e3)})
+    return {"available": True, "device": torch.cuda.get_device_name(0), "rows": rows}

@@ -1,0 +1,79 @@
+"""Section 6: training-step throughput at 256 px, batch 8, as the training loop runs a step.
+
+One step = forward (deep supervision on), bce_dice loss over all heads, backward, gradient
+clipping and an AdamW update: the body of :func:`lesionseg.training.loop.fit`'s inner loop, on
+real ISIC images when present. Data loading and augmentation are excluded (the dataset decodes
+once up front and augments per sample; that cost is the same for both paths).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from lesionseg.losses import get_loss, supervised_loss
+from lesionseg.models import DSAttentionUNet
+
+from .common import Settings, real_images, time_fn
+from .forward import batch_of
+
+TRAIN_IMAGES = 1600  # 80 % of the 2,000 ISIC 2017 pairs: the recipe's training part
+BATCH = 8
+
+
+def _step_fn(channels_last: bool, bf16: bool, x: torch.Tensor, y: torch.Tensor) -> Any:
+    torch.manual_seed(0)
+    model = DSAttentionUNet(inference_img_size=x.shape[-1]).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    loss_fn = get_loss("bce_dice")
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss = supervised_loss(out, y, loss_fn, 0.5)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return float(loss.item())
+    return step
+
+
+def _targets(images: list[np.ndarray], settings: Settings) -> torch.Tensor:
+    """Ground-truth masks of the same images when the data is present, else dark-region masks."""
+    from lesionseg.data.io import load_mask
+
+    folder = settings.data / "masks"
+    files = sorted(folder.glob("*_segmentation.png"))[:len(images)] if folder.is_dir() else []
+    if len(files) == len(images):
+        masks = [load_mask(f) for f in files]
+    else:
+        masks = [(im.mean(axis=2) < 120).astype(np.uint8) for im in images]
+    return torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
+
+
+def training_section(settings: Settings) -> dict[str, Any]:
+    """Median step time of fp32 eager NCHW vs bf16 autocast + channels_last; seconds per epoch."""
+    images, source = real_images(settings, BATCH)
+    ref = DSAttentionUNet()
+    x = batch_of(images, ref)
+    y = _targets(images, settings)
+    if y.shape[-1] != x.shape[-1]:
+        y = torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="nearest")
+    bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    variants = [("fp32 eager NCHW (baseline)", False, False), ("fp32 channels_last", True, False)]
+    if bf16:
+        variants.append(("bf16 autocast + channels_last (project default)", True, True))
+    rows = []
+    for name, cl, use_bf16 in variants:
+        step = _step_fn(cl, use_bf16, x, y)
+        r = time_fn(step, settings.iters(8, 1), warmup=settings.iters(2, 1))
+        ips = BATCH / (r["median_ms"] / 1e3)
+        rows.append({"variant": name, **r, "images_per_s": ips, "epoch_s": TRAIN_IMAGES / ips})
+    for row in rows:
+        row["speedup"] = rows[0]["median_ms"] / row["median_ms"]
+    return {"rows": rows, "source": source, "batch": BATCH, "train_images": TRAIN_IMAGES}
