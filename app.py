@@ -36,8 +36,10 @@ def create_demo(predictor, config: LaunchConfig):
     from lesionseg.ui.operating_points import SCREENING, describe
 
     h = handlers.Handlers(predictor, tta=config.tta)
-    start = h.presets[SCREENING]
+    start = min(max(h.presets[SCREENING], 0.01), 0.99)
     source = config.weights or "weights/"
+    if os.path.isdir(source):  # a local folder: its name, not the server's directory layout
+        source = os.path.basename(os.path.normpath(source)) + "/"
     model_line = (f"Model `{source}` on {predictor.device} · input {predictor.img_size} px · "
                   f"default threshold {predictor.threshold:.2f}" + (" · flip TTA" if config.tta else ""))
 
@@ -93,8 +95,10 @@ def create_demo(predictor, config: LaunchConfig):
                                             label="Operating point", scale=3, elem_id="batch-preset")
                     run = gr.Button("Run batch", variant="primary", scale=1, elem_id="batch-run")
                 batch_status = gr.Markdown(elem_id="batch-status")
-                gallery = gr.Gallery(label="Overlays", columns=6, height=360, elem_id="batch-gallery")
-                table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, elem_id="batch-table")
+                gallery = gr.Gallery(label="Overlays", columns=6, height=300, object_fit="contain",
+                                     elem_id="batch-gallery")
+                table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, elem_id="batch-table",
+                                     column_widths=["17%", "9%", "16%", "9%", "22%", "27%"])
                 zip_file = gr.File(label="All results (ZIP)", interactive=False, elem_id="batch-zip")
 
             with gr.Tab("Model card", id="card"):

@@ -129,16 +129,21 @@ def test_bad_weights_exit_2_with_one_line(tmp_path):
 
 
 def test_auth_upload_limit_and_failed_share_keep_the_local_server(tmp_path):
-    """--auth protects the app; --max-upload-mb is enforced; --share without a reachable share
-    server leaves the local app running with a clear message."""
+    """--auth protects the app; --max-upload-mb is enforced; --examples are offered; --share
+    without a reachable share server leaves the local app running with a clear message."""
     from gradio_client import Client, handle_file
 
     env = {"GRADIO_SHARE_SERVER_ADDRESS": "127.0.0.1:9"}  # nothing listens there: the tunnel must fail
-    with AppServer("--threads", "1", "--auth", "ann:secret", "--max-upload-mb", "1", "--share", env=env) as s:
+    examples = tmp_path / "my_photos"
+    examples.mkdir()
+    Image.fromarray(draw_lesion(64, 64, 4)[0]).save(examples / "my_example_photo.jpg")
+    with AppServer("--threads", "1", "--auth", "ann:secret", "--max-upload-mb", "1", "--share",
+                   "--examples", str(examples), env=env) as s:
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(s.url + "config", timeout=30)
         assert e.value.code in (401, 403)
         client = Client(s.url, auth=("ann", "secret"), verbose=False)
+        assert "my_example_photo" in json.dumps(client.config)  # --examples: the user's photos are offered
         small = tmp_path / "ok.jpg"
         Image.fromarray(draw_lesion(200, 200, 0)[0]).save(small)
         assert "200×200" in client.predict(handle_file(small), 0.5, None, api_name="/segment")[5]

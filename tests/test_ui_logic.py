@@ -261,7 +261,7 @@ def test_run_batch_reports_bad_files_and_zips_the_good_ones(predictor, tmp_path)
                                         progress=lambda f, text: seen.append(f))
     by_name = {r[0]: r for r in rows}
     assert len(rows) == 4 and all(len(r) == len(TABLE_HEADERS) for r in rows)
-    assert by_name["corrupt.jpg"][-1].startswith("error:") and "corrupt.jpg" in by_name["corrupt.jpg"][-1]
+    assert by_name["corrupt.jpg"][-1].startswith("error: ") and "corrupt" in by_name["corrupt.jpg"][-1]
     assert str(tmp_path) not in by_name["corrupt.jpg"][-1]
     assert by_name["good0.jpg"][-1] == by_name["good1.jpg"][-1] == by_name["more.zip/sub/zipped.jpg"][-1] == "ok"
     assert by_name["good1.jpg"][1] == "600×450"

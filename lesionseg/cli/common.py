@@ -39,7 +39,7 @@ def positive_int(text: str) -> int:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--weights (aliases --model_path / --model-path), --revision, --device, --use_gpu, --tta,
-    --threshold, --img_size, --allow-pickle, --no-fast, --max-pixels."""
+    --threshold, --img_size, --allow-pickle, --no-fast, --max-pixels, --backend."""
     from ..data.io import BUILTIN_MAX_PIXELS, MAX_PIXELS_ENV
     from ..inference.weights import default_weights_source
 
@@ -62,6 +62,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=positive_int, default=None, metavar="N",
                    help=f"refuse images of more than N pixels before decoding them (default: ${MAX_PIXELS_ENV}, "
                         f"else {BUILTIN_MAX_PIXELS:_})")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnx: ONNX Runtime on the CPU, using <weights>/model.onnx from "
+                        "lesionseg export --onnx when present (else exported in memory)")
 
 
 @contextlib.contextmanager
@@ -103,7 +106,8 @@ def load_predictor(args: argparse.Namespace):
     from ..inference.predictor import Predictor
 
     pred = Predictor.from_weights(args.weights, revision=args.revision, device=cli_device(args), tta=args.tta,
-                                  allow_pickle=args.allow_pickle, fast=args.fast)
+                                  allow_pickle=args.allow_pickle, fast=args.fast,
+                                  backend=getattr(args, "backend", "torch"))
     if args.img_size is not None and args.img_size != pred.img_size:
         log.warning("--img_size %d ignored: the model was trained at %d px and is run at that size",
                     args.img_size, pred.img_size)

@@ -47,7 +47,7 @@ class Prediction:
     def with_threshold(self, t: float) -> "Prediction":
         """The same prediction cut at another threshold; no model call."""
         t = _check_threshold(t)
-        return Prediction(self.prob, (self.prob >= t).astype(np.uint8), t, self.uncertainty)
+        return Prediction(self.prob, binarize(self.prob, t), t, self.uncertainty)
 
     @property
     def lesion_area_px(self) -> int:
@@ -56,6 +56,11 @@ class Prediction:
     @property
     def lesion_fraction(self) -> float:
         return self.lesion_area_px / self.mask.size if self.mask.size else 0.0
+
+
+def binarize(prob: np.ndarray, t: float) -> np.ndarray:
+    """(H, W) probabilities -> uint8 {0, 1} mask of ``prob >= t`` in one pass (a bool array viewed as uint8)."""
+    return np.greater_equal(prob, t).view(np.uint8)
 
 
 def _check_threshold(t: float) -> float:
@@ -100,7 +105,7 @@ def resize_prob(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.ascontiguousarray(prob, dtype=np.float32)
     interp = cv2.INTER_AREA if h < prob.shape[0] and w < prob.shape[1] else cv2.INTER_LINEAR
     out = cv2.resize(prob.astype(np.float32, copy=False), (w, h), interpolation=interp)
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-size array
 
 
 def _exif_transposed(path: str | os.PathLike) -> bool:
@@ -249,7 +254,7 @@ class Predictor:
             for j, size in enumerate(targets[sl]):
                 prob = resize_prob(probs[j], size)
                 unc = resize_prob(uncs[j], size) if uncs is not None else None
-                out.append(Prediction(prob, (prob >= t).astype(np.uint8), t, unc))
+                out.append(Prediction(prob, binarize(prob, t), t, unc))
         return out
 
     def predict(self, rgb: np.ndarray, threshold: float | None = None, tta: bool | None = None) -> Prediction:

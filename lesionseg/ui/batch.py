@@ -108,7 +108,9 @@ def _row_for_error(item: BatchInput) -> tuple[list, dict]:
 
 
 def _failed(item: BatchInput, err: BaseException) -> BatchInput:
-    return BatchInput(item.name, error=f"error: {public_message(err, item.name)}")
+    msg = public_message(err, item.name)
+    prefix = f"{item.name}: "
+    return BatchInput(item.name, error=f"error: {msg[len(prefix):] if msg.startswith(prefix) else msg}")
 
 
 def _confidence(meas: dict) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
 
 class PhotoInput(gr.Image):
@@ -23,5 +24,8 @@ class PhotoInput(gr.Image):
             raise
         except Exception as e:  # noqa: BLE001 - PIL raises many types for hostile bytes
             name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "image").name
+            if isinstance(e, Image.DecompressionBombError):
+                raise gr.Error(f"{html.escape(name)}: too many pixels to open safely; downscale the photo",
+                               print_exception=False) from None
             raise gr.Error(f"{html.escape(name)}: not a readable image ({type(e).__name__}); "
                            "use a JPEG, PNG, BMP, TIFF or WebP photo", print_exception=False) from None

@@ -106,7 +106,8 @@ class Handlers:
             return (*empty[:6], _warn(batch_mod.public_message(e, name)), None)
         except (ValueError, OSError, MemoryError) as e:
             log.exception("segmentation failed for %s", name)
-            return (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {e})"), None)
+            msg = batch_mod.public_message(e, name).replace(str(image_path), name)
+            return (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {msg})"), None)
         h, w = result.full_size
         status = f"**{name}** — {w}×{h} px" + (" · flip TTA" if self.tta else "")
         return (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
@@ -124,7 +125,8 @@ class Handlers:
     def batch(self, folder: list[str] | None, files: list[str] | None, preset: str | None,
               progress: gr.Progress = gr.Progress()):
         """Uploaded folder / files / ZIPs -> (gallery, table rows, results ZIP, status)."""
-        paths = [p for p in (folder or []) + (files or []) if p]
+        in_folder = sorted((p for p in folder or [] if p), key=lambda p: Path(p).name.lower())
+        paths = in_folder + [p for p in files or [] if p]
         if not paths:
             return gr.skip(), gr.skip(), gr.skip(), _warn("Drop a folder, some photos or a ZIP archive first.")
         threshold = self.presets.get(preset or "", self.predictor.threshold)

@@ -1,0 +1,217 @@
+#!/usr/bin/env python
+"""Browser benchmark of the app: what a clinician waits for, measured in headless chromium.
+
+    python benchmarks/app_browser.py            # 5 uploads, 10 slider moves, 100 batch photos
+    python benchmarks/app_browser.py --quick    # 3 uploads, 5 slider moves, 20 batch photos
+
+Starts ``python app.py`` on a free port (tests/app_server.py), then measures
+
+- upload-to-overlay: a 4000 x 3000 JPEG set on the photo input until the overlay image shows
+  (target: median <= 1.5 s),
+- slider-to-update: a click on the threshold slider until the overlay image changes
+  (target: median <= 150 ms),
+- batch: N ISIC-size photos dropped as a folder until the results ZIP is offered
+  (target: 100 photos <= 60 s). Photos come from ../shared/data/isic2017_train_256/images when
+  present, else generated 1024 x 768 JPEGs,
+
+and writes benchmarks/results_app.md with the machine description. Needs chromium
+(/usr/bin/chromium) and Playwright for Python.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from app_server import AppServer  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ISIC_DIR = ROOT.parent / "shared" / "data" / "isic2017_train_256" / "images"
+TARGETS = {"upload": 1.5, "slider": 0.150, "batch100": 60.0}
+TIMEOUT_MS = 900_000
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+                  .split()[1]) / 1024 ** 2
+        mem_s = f"{mem:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        mem_s = "RAM unknown"
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{platform.system()} {platform.machine()}, {cpu or 'unknown CPU'}, {os.cpu_count()} logical cores, "
+            f"{mem_s}, GPU: {gpu}; load average at start (1/5/15 min): {load}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def make_photos(folder: Path, n: int) -> str:
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import draw_lesion
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if ISIC_DIR.is_dir():
+        files = sorted(ISIC_DIR.glob("*.jpg"))[:n]
+        if len(files) == n:
+            for f in files:
+                shutil.copy(f, folder / f.name)
+            with Image.open(files[0]) as im:
+                return f"{n} ISIC 2017 training photos from {ISIC_DIR} (e.g. {im.size[0]}x{im.size[1]} px)"
+    for i in range(n):
+        Image.fromarray(draw_lesion(768, 1024, seed=100 + i)[0]).save(folder / f"photo_{i:03d}.jpg", quality=90)
+    return f"{n} generated 1024x768 JPEGs (ISIC data not found at {ISIC_DIR})"
+
+
+def overlay_src(page) -> str:
+    return page.evaluate("() => { const i = document.querySelector('#overlay img'); return i ? i.src : ''; }")
+
+
+def wait_overlay_change(page, old: str) -> None:
+    page.wait_for_function("(old) => { const i = document.querySelector('#overlay img');"
+                           " return i && i.src && i.src !== old && i.complete; }", arg=old, timeout=TIMEOUT_MS)
+
+
+def bench_upload(page, url: str, photo: Path, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        page.goto(url)
+        page.wait_for_selector("#photo input[type=file]", state="attached")
+        t0 = time.perf_counter()
+        page.locator("#photo input[type=file]").set_input_files(str(photo))
+        wait_overlay_change(page, "")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_slider(page, moves: int) -> list[float]:
+    slider = page.locator("#threshold input[type=range]")
+    box = slider.bounding_box()
+    times = []
+    for k in range(moves):
+        frac = (0.2, 0.8)[k % 2] + 0.01 * k  # alternate: every move changes the mask
+        old = overlay_src(page)
+        t0 = time.perf_counter()
+        page.mouse.click(box["x"] + box["width"] * frac, box["y"] + box["height"] / 2)
+        wait_overlay_change(page, old)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_batch(page, url: str, folder: Path) -> float:
+    page.goto(url)
+    page.get_by_role("tab", name="Batch", exact=True).click()
+    page.wait_for_selector("#batch-folder input[type=file]", state="attached")
+    t0 = time.perf_counter()
+    page.locator("#batch-folder input[type=file]").set_input_files(str(folder))
+    page.locator("#batch-zip a[download$='.zip']").wait_for(timeout=TIMEOUT_MS)
+    return time.perf_counter() - t0
+
+
+def fmt(v: float, unit: str = "s") -> str:
+    return f"{v * 1000:.0f} ms" if unit == "ms" else f"{v:.2f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 uploads, 5 slider moves, 20 batch photos")
+    ap.add_argument("--repeats", type=int, help="uploads of the 4000x3000 JPEG (5)")
+    ap.add_argument("--moves", type=int, help="slider moves (10)")
+    ap.add_argument("--batch", type=int, help="photos in the batch folder (100)")
+    ap.add_argument("--threads", type=int, help="passed to app.py --threads")
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_app.md")
+    ap.add_argument("--note", default="", help="a line added to the report (e.g. what else ran)")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 5)
+    moves = args.moves or (5 if args.quick else 10)
+    n_batch = args.batch or (20 if args.quick else 100)
+    if not Path(args.chromium).exists():
+        print(f"chromium not found at {args.chromium}", file=sys.stderr)
+        return 2
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from conftest import draw_lesion
+
+    desc = machine()
+    work = Path(tempfile.mkdtemp(prefix="lesionseg-bench-"))
+    try:
+        photo = work / "dermoscopy_4000x3000.jpg"
+        Image.fromarray(draw_lesion(3000, 4000, seed=11)[0]).save(photo, quality=90)
+        batch_desc = make_photos(work / "batch", n_batch)
+        app_args = ["--threads", str(args.threads)] if args.threads else []
+        t_start = time.perf_counter()
+        with AppServer(*app_args) as server, sync_playwright() as pw:
+            startup = time.perf_counter() - t_start
+            browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            print(f"app up in {startup:.1f} s; uploading {repeats} x 4000x3000 ...", flush=True)
+            uploads = bench_upload(page, server.url, photo, repeats)
+            print(f"uploads: {[round(t, 2) for t in uploads]}; moving the slider {moves} x ...", flush=True)
+            sliders = bench_slider(page, moves)
+            print(f"slider: {[round(t, 3) for t in sliders]}; batch of {n_batch} ...", flush=True)
+            batch = bench_batch(page, server.url, work / "batch")
+            print(f"batch: {batch:.1f} s", flush=True)
+            browser.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    up_med, sl_med = statistics.median(uploads), statistics.median(sliders)
+    per100 = batch * 100 / n_batch
+    ok = lambda v, t: "yes" if v <= t else "**no**"  # noqa: E731
+    lines = [
+        "# App benchmark (browser)",
+        "",
+        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python benchmarks/app_browser.py"
+        f"{' --quick' if args.quick else ''}{f' --threads {args.threads}' if args.threads else ''}`.",
+        "",
+        f"Machine: {desc}.",
+        "",
+        f"App start-up (process start to first answer, model loaded): {startup:.1f} s.",
+        "",
+        "| measure | median | runs | target | met |",
+        "|---|---|---|---|---|",
+        f"| upload-to-overlay, 4000x3000 JPEG (flip TTA on) | {fmt(up_med)} | "
+        f"{', '.join(fmt(t) for t in uploads)} | <= 1.5 s | {ok(up_med, TARGETS['upload'])} |",
+        f"| slider-move-to-overlay-update | {fmt(sl_med, 'ms')} | "
+        f"{', '.join(fmt(t, 'ms') for t in sliders)} | <= 150 ms | {ok(sl_med, TARGETS['slider'])} |",
+        f"| batch of {n_batch} photos, drop to ZIP offered | {fmt(batch)} ({fmt(per100)} per 100) | 1 | "
+        f"100 photos <= 60 s | {ok(per100, TARGETS['batch100'])} |",
+        "",
+        f"Batch photos: {batch_desc}.",
+    ]
+    if args.note:
+        lines += ["", args.note]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Regression guard for the fast inference paths and the benchmark suite (no timing assertions).
+
+The optimised paths (bf16 + channels_last autocast, ONNX Runtime) must give the masks of the
+fp32 eager baseline; the ONNX export must round-trip; ``python -m benchmarks --quick`` must run
+and write every section. Inputs are deterministic, so nothing here can flake on speed.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lesionseg.cli.main import main as cli_main  # noqa: E402
+from lesionseg.data.io import load_image  # noqa: E402
+from lesionseg.inference import Predictor, load_model  # noqa: E402
+from lesionseg.metrics import image_metrics  # noqa: E402
+from lesionseg.models import DSAttentionUNet  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights"
+DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256" / "images"
+SMALL = dict(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64)
+onnx_needed = pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("onnx", "onnxruntime")),
+    reason="onnx / onnxruntime not installed")
+
+
+def synthetic(n: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
+    from benchmarks.common import synthetic_images
+
+    return synthetic_images(n, size, seed)
+
+
+@pytest.fixture(scope="module")
+def model() -> DSAttentionUNet:
+    if not (WEIGHTS / "model.safetensors").is_file():
+        pytest.skip("no shipped weights in weights/")
+    return load_model(WEIGHTS)
+
+
+def real(n: int = 20) -> list[np.ndarray]:
+    files = sorted(DATA.glob("*.jpg"))[:n] if DATA.is_dir() else []
+    if not files:
+        pytest.skip(f"real ISIC images not found at {DATA}")
+    return [load_image(f) for f in files]
+
+
+def mean_dice(a: Predictor, b: Predictor, images: list[np.ndarray]) -> float:
+    pa, pb = a.predict_batch(images), b.predict_batch(images)
+    return float(np.mean([image_metrics(x.mask, y.mask)["dice"] for x, y in zip(pa, pb)]))
+
+
+@pytest.mark.data
+def test_fast_path_masks_match_fp32_on_real_images(model: DSAttentionUNet) -> None:
+    images = real()
+    fast, exact = Predictor(model, fast=True), Predictor(model, fast=False)
+    assert mean_dice(fast, exact, images) >= 0.99
+
+
+def test_fast_path_masks_match_fp32_on_synthetic_images(model: DSAttentionUNet) -> None:
+    images = synthetic(8) + synthetic(2, 517, seed=1)
+    fast, exact = Predictor(model, fast=True), Predictor(model, fast=False)
+    assert mean_dice(fast, exact, images) >= 0.99
+
+
+@onnx_needed
+def test_onnx_backend_masks_match_fp32(model: DSAttentionUNet) -> None:
+    images = synthetic(6)
+    if DATA.is_dir():
+        images += real(6)
+    onnx, exact = Predictor(model, backend="onnx"), Predictor(model, fast=False)
+    assert onnx.onnx is not None and not onnx.fast
+    assert mean_dice(onnx, exact, images) >= 0.99
+    a, b = onnx.predict(images[0]), exact.predict(images[0])
+    assert np.abs(a.prob - b.prob).max() < 1e-3  # fp32 both: only summation order differs
+
+
+@onnx_needed
+def test_export_cli_round_trip(tmp_path: Path) -> None:
+    from lesionseg.inference.onnx_backend import ONNX_NAME, OnnxRunner, check_inputs, compare, weights_digest
+
+    torch.manual_seed(0)
+    m = DSAttentionUNet(**SMALL).eval()
+    folder = tmp_path / "w"
+    m.save_pretrained(folder)
+    assert cli_main(["export", "--onnx", "--weights", str(folder)]) == 0
+    file = folder / ONNX_NAME
+    assert file.is_file() and not list(folder.glob(".*.tmp*"))  # written atomically, no leftovers
+    runner = OnnxRunner(file)
+    assert runner.digest == weights_digest(m) and runner.img_size == 64
+    check = compare(m, runner, check_inputs(64, n=4, seed=3))
+    assert check.max_abs_diff < 1e-3 and check.mask_dice >= 0.999
+    batch = check_inputs(64, n=3)  # the batch axis is dynamic
+    assert runner(batch).shape == (3, 1, 64, 64)
+
+    pred = Predictor.from_weights(folder, device="cpu", backend="onnx")
+    assert pred.onnx is not None and pred.onnx.digest == runner.digest
+    img = synthetic(1, 100)[0]
+    ref = Predictor(m, fast=False).predict(img)
+    got = pred.predict(img)
+    assert got.mask.shape == (100, 100) and np.abs(got.prob - ref.prob).max() < 1e-3
+    # TTA runs the four flips as one dynamic batch
+    assert pred.predict(img, tta=True).uncertainty.shape == (100, 100)
+
+
+@onnx_needed
+def test_stale_onnx_file_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    a = DSAttentionUNet(**SMALL).eval()
+    folder = tmp_path / "w"
+    a.save_pretrained(folder)
+    assert cli_main(["export", "--onnx", "--weights", str(folder)]) == 0
+    torch.manual_seed(1)
+    DSAttentionUNet(**SMALL).eval().save_pretrained(folder)  # new weights, old model.onnx
+    pred = Predictor.from_weights(folder, device="cpu", backend="onnx")
+    from lesionseg.inference.onnx_backend import weights_digest
+
+    assert pred.onnx.digest == weights_digest(pred.model)
+    assert "other weights" in caplog.text
+
+
+def test_export_safetensors_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    torch.manual_seed(0)
+    DSAttentionUNet(**SMALL).save_pretrained(tmp_path / "w")
+    assert cli_main(["export", "--weights", str(tmp_path / "w"), "--output", str(tmp_path / "copy")]) == 0
+    assert load_model(tmp_path / "copy").encoder_channels == SMALL["encoder_channels"]
+    assert cli_main(["export", "--weights", str(tmp_path / "missing"), "--onnx"]) == 2
+    assert cli_main(["export", "--weights", str(tmp_path / "w")]) == 2  # no --output
+    assert "error" in capsys.readouterr().err
+
+
+def test_unknown_backend_is_refused(model: DSAttentionUNet) -> None:
+    with pytest.raises(ValueError, match="backend"):
+        Predictor(model, backend="tensorrt")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_benchmarks_quick_writes_every_section(tmp_path: Path) -> None:
+    if not (WEIGHTS / "model.safetensors").is_file():
+        pytest.skip("no shipped weights in weights/")
+    out = tmp_path / "results.md"
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--output", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=880)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    for heading in ["## Machine", "## Targets", "## 1. Model forward", "## 2. FLOPs", "## 3. Peers",
+                    "## 4. End to end", "## 5. Batch", "## 6. Training step", "## 7. GPU"]:
+        assert heading in text, heading
+    assert "- section " not in text, text.split("## Notes")[-1]  # no section failed
+    assert out.with_suffix(".json").is_file()
