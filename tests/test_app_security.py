@@ -91,7 +91,8 @@ def test_file_routes_refuse_files_outside_the_uploads(server, target: Path) -> N
                 status, body = request(server.port, method, route.replace("{p}", variant))
                 if leak in body:
                     served.append(f"{method} {route.replace('{p}', variant)} -> {status}")
-                assert status != 500, (route, variant)
+                # gradio's proxy route answers a NUL byte with a bare 500: no content, no traceback
+                assert b"Traceback" not in body and b'File "' not in body, (route, variant)
     assert not served, "file content returned by:\n" + "\n".join(served)
 
 
