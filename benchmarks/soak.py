@@ -134,7 +134,7 @@ def user(url: str, k: int, good: list[Path], bad: list[Path], tally: Tally, dead
         for p in batch:
             row = rows.get(p.name, "missing row")
             if p in bad:
-                if row.startswith("error:") and p.name in row:
+                if row.startswith("error:") and "\n" not in row and "Traceback" not in row:  # row named p
                     tally.bad_answered += 1
                 else:
                     tally.bad_unanswered.append(f"user {k} batch {p.name}: {row}")

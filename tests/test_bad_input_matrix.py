@@ -249,3 +249,24 @@ def test_output_under_a_regular_file(tiny_model_dir: Path, tmp_path: Path, capsy
         errors = error_lines(capsys.readouterr().err)
         assert rc == 3 and len(errors) == 1 and "file" in errors[0], (name, errors)
     assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files without read permission")
+def test_unreadable_file_at_every_door(tiny_model_dir: Path, predictor: Predictor, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    locked = tmp_path / "in" / "locked.png"
+    locked.parent.mkdir()
+    Image.fromarray(photo()).save(locked)
+    locked.chmod(0)
+    try:
+        with pytest.raises(ImageLoadError, match="permission"):
+            predictor.predict_file(locked)
+        rc = main(_cli("inference", "--weights", str(tiny_model_dir), "--input", str(locked), "--output_dir",
+                       str(tmp_path / "o")))
+        errors = error_lines(capsys.readouterr().err)
+        assert rc == 2 and len(errors) == 1 and "locked.png" in errors[0] and "permission" in errors[0]
+        rc = main(_cli("predict", "--weights", str(tiny_model_dir), "--input_dir", str(locked.parent), "--output_dir",
+                       str(tmp_path / "p")))
+        assert rc == 1 and "permission" in (tmp_path / "p" / "predictions.csv").read_text()
+    finally:
+        locked.chmod(0o644)

@@ -245,6 +245,18 @@ def test_handlers_turn_errors_into_messages(predictor, tmp_path):
     assert h.segment(None, 0.5, None)[0] is None
     assert all(isinstance(v, dict) for v in handlers.rethreshold(None, 0.5, None))  # gr.skip() updates
     assert handlers.downloads(None, 0.5, None) is None
+    assert h.batch(None, None, None, progress=lambda *a, **k: None)[3].startswith("⚠️")
+
+
+def test_presets_drive_the_slider_and_the_slider_names_its_preset(predictor):
+    from lesionseg.ui import handlers
+
+    h = handlers.Handlers(predictor, tta=False)
+    assert h.apply_preset(operating_points.SCREENING) == predictor.threshold
+    balanced = h.presets[operating_points.BALANCED]
+    text, preset = h.describe(balanced)
+    assert preset == operating_points.BALANCED and f"{balanced:.2f}" in text
+    assert h.describe(0.123)[1] is None
 
 
 # --- batch ----------------------------------------------------------------------------------------

@@ -128,8 +128,8 @@ def _process(predictor: Predictor, item: BatchInput, rgb: np.ndarray, full: tupl
                          str(item.path))
     meas = measurements(result, threshold, mm_per_px)
     mask_rel, overlay_rel = f"masks/{stem}_mask.png", f"overlays/{stem}_overlay.png"
-    save_png(files_dir / mask_rel, result.prediction(full, threshold).mask * np.uint8(255))
-    ov = overlay(rgb, result.prediction(rgb.shape[:2], threshold).mask)
+    save_png(files_dir / mask_rel, result.prediction(full, threshold, uncertainty=False).mask * np.uint8(255))
+    ov = overlay(rgb, result.prediction(rgb.shape[:2], threshold, uncertainty=False).mask)
     save_png(files_dir / overlay_rel, ov)
     thumb = save_png(thumbs_dir / f"{stem}.png", resize_rgb_to(ov, fit_size(*ov.shape[:2], THUMB_MAX_SIDE)))
     flags = ", ".join(meas["flags"])

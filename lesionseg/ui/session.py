@@ -53,11 +53,15 @@ class ImageResult:
     def analysis_size(self) -> tuple[int, int]:
         return fit_size(*self.full_size, ANALYSIS_MAX_SIDE)
 
-    def prediction(self, size: tuple[int, int], threshold: float | None = None) -> Prediction:
-        """The prediction resized to ``size`` (H, W), cut at ``threshold`` (default: the model's)."""
+    def prediction(self, size: tuple[int, int], threshold: float | None = None,
+                   uncertainty: bool = True) -> Prediction:
+        """The prediction resized to ``size`` (H, W), cut at ``threshold`` (default: the model's).
+
+        ``uncertainty=False`` skips resizing the uncertainty map (None in the result).
+        """
         t = self.default_threshold if threshold is None else float(threshold)
         prob = resize_prob(self.prob, size)
-        unc = resize_prob(self.uncertainty, size) if self.uncertainty is not None else None
+        unc = resize_prob(self.uncertainty, size) if uncertainty and self.uncertainty is not None else None
         return Prediction(prob, (prob >= t).astype(np.uint8), t, unc)
 
 
@@ -90,7 +94,7 @@ def _segment(predictor: Predictor, rgb: np.ndarray, full_size: tuple[int, int], 
 
 def measurements(result: ImageResult, threshold: float, mm_per_px: float | None = None) -> dict:
     """Measurements at the analysis resolution, scaled to the photo, plus threshold context."""
-    pred = result.prediction(result.analysis_size, threshold)
+    pred = result.prediction(result.analysis_size, threshold, uncertainty=False)
     meas = measure(pred.mask, pred.prob, mm_per_px=mm_per_px or None, full_size=result.full_size)
     meas["threshold"] = round(float(threshold), 4)
     stats = operating_points.validation_stats(result.operating_points, threshold)
@@ -115,7 +119,7 @@ def rethreshold(result: ImageResult, threshold: float,
     Takes no predictor: it re-cuts the probability map kept in ``result``.
     """
     t = float(threshold)
-    pred = result.prediction(result.display_size, t)
+    pred = result.prediction(result.display_size, t, uncertainty=False)
     return mask_views(result.rgb, pred.mask), measurements(result, t, mm_per_px)
 
 
@@ -137,7 +141,7 @@ def write_downloads(result: ImageResult, threshold: float, meas: dict, out_dir: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(result.name).stem or "image"
-    pred = result.prediction(result.full_size, threshold)
+    pred = result.prediction(result.full_size, threshold, uncertainty=False)
     mask_path = save_png(out / f"{stem}_mask.png", pred.mask * np.uint8(255))
     overlay_path = save_png(out / f"{stem}_overlay.png", overlay(_full_rgb(result), pred.mask))
     doc = {"file": result.name, "note": DISCLAIMER, **meas}
