@@ -62,6 +62,17 @@ def test_two_blobs_count_as_two_regions():
     assert out["longest_diameter_px"] == pytest.approx(29 * math.sqrt(2), abs=0.1)  # of the largest region
 
 
+def test_island_inside_a_hole_is_its_own_region_and_holes_add_no_perimeter():
+    ring = np.zeros((100, 100), np.uint8)
+    ring[20:70, 20:70] = 1  # 50 x 50 square ...
+    ring[30:60, 30:60] = 0  # ... with a 30 x 30 hole ...
+    ring[40:50, 40:50] = 1  # ... holding a 10 x 10 island
+    out = measure(ring)
+    assert out["regions"] == 2
+    assert out["area_px"] == 2500 - 900 + 100
+    assert out["perimeter_px"] == pytest.approx(4 * 49 + 4 * 9, abs=1)
+
+
 def test_border_flag_and_empty_flag():
     touching = square(h=100, w=100, top=0, left=40, side=30)
     assert FLAG_BORDER in measure(touching)["flags"]

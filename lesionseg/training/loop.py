@@ -115,7 +115,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     resume_state = load_last(cfg.resume) if cfg.resume else None
     if resume_state is not None:
         # the run continues in its own folder with its own settings; only the epoch count may grow
-        cfg = resume_config(cfg.resume, {"epochs": cfg.epochs, "push_to_hub": cfg.push_to_hub}, resume_state)
+        cfg = resume_config(cfg.resume, {k: getattr(cfg, k) for k in RESUME_OVERRIDES}, resume_state)
     # absolute data paths in the saved config let --resume work from any folder
     for key in ("images", "masks", "data_dir", "split_file"):
         if getattr(cfg, key):

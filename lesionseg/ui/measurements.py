@@ -9,7 +9,7 @@ Definitions (all computed with OpenCV on the binary mask):
 
 - ``area_px``: lesion pixels (all regions); ``area_pct``: percentage of the image.
 - ``perimeter_px``: length of the outer contours of all regions (polygon through the boundary
-  pixel centres, so a filled ``s`` x ``s`` square measures ``4 (s - 1)``).
+  pixel centres, so a filled ``s`` x ``s`` square measures ``4 (s - 1)``); holes do not count.
 - ``regions``: separate (8-connected) lesion regions.
 - ``longest_diameter_px``: largest distance between two boundary points of the main (largest)
   region (maximum Feret diameter between pixel centres).
@@ -38,7 +38,7 @@ FLAG_LOW_CONFIDENCE = "low confidence"
 LOW_CONFIDENCE_MEAN = 0.6
 LOW_CONFIDENCE_UNCERTAIN = 0.5
 UNCERTAIN_BAND = (0.3, 0.7)
-_ASYMMETRY_MAX_SIDE = 512  # the asymmetry ratio is scale-invariant: measure it on a small copy
+_ASYMMETRY_MAX_SIDE = 256  # the asymmetry ratio is scale-invariant: measure it on a small copy
 
 
 def _largest_contour(contours: list[np.ndarray]) -> np.ndarray | None:
@@ -66,31 +66,35 @@ def _longest_diameter(points: np.ndarray) -> float:
 
 def asymmetry_index(region: np.ndarray) -> tuple[float, float]:
     """(index, max over the two axes) for a binary mask of one region, see the module docstring."""
-    ys, xs = np.nonzero(region)
-    if len(ys) < 3:
+    region = np.ascontiguousarray(region, dtype=np.uint8)
+    x0, y0, bw, bh = cv2.boundingRect(region)  # of the nonzero pixels
+    if bw * bh == 0:
         return 0.0, 0.0
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = region[y0:y1, x0:x1].astype(np.uint8)
+    crop = region[y0:y0 + bh, x0:x0 + bw]
     s = _ASYMMETRY_MAX_SIDE / max(crop.shape)
     if s < 1:
         size = (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s)))
         crop = (cv2.resize(crop.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
-    # pad so that mirrored pixels stay on the canvas (mirroring keeps distances to the centroid)
-    pad = int(math.ceil(math.hypot(*crop.shape))) + 2
-    canvas = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    m = cv2.moments(canvas, binaryImage=True)
-    if m["m00"] == 0:
+    m = cv2.moments(crop, binaryImage=True)
+    if m["m00"] < 3:
         return 0.0, 0.0
     cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
+    # a square canvas centred on the centroid holds every mirrored pixel (mirroring keeps distances)
+    h, w = crop.shape
+    radius = math.ceil(max(math.hypot(x - cx, y - cy) for x in (0, w) for y in (0, h))) + 1
+    side = 2 * radius + 1
+    canvas = np.zeros((side, side), np.uint8)
+    ox, oy = radius - round(cx), radius - round(cy)
+    canvas[oy:oy + h, ox:ox + w] = crop
+    c = np.array([cx + ox, cy + oy])
     theta = 0.5 * math.atan2(2 * m["mu11"], m["mu20"] - m["mu02"])  # principal axis angle
     area = float(np.count_nonzero(canvas))
     ratios = []
     for angle in (theta, theta + math.pi / 2):
         d = np.array([math.cos(angle), math.sin(angle)])
         reflect = 2 * np.outer(d, d) - np.eye(2)  # mirror about the line through the centroid along d
-        c = np.array([cx, cy])
         affine = np.hstack([reflect, (c - reflect @ c)[:, None]]).astype(np.float64)
-        mirrored = cv2.warpAffine(canvas, affine, (canvas.shape[1], canvas.shape[0]), flags=cv2.INTER_NEAREST)
+        mirrored = cv2.warpAffine(canvas, affine, (side, side), flags=cv2.INTER_NEAREST)
         xor = float(np.count_nonzero(canvas != mirrored))
         ratios.append(min(1.0, xor / (2 * area)))
     return float(np.mean(ratios)), float(max(ratios))
@@ -128,13 +132,15 @@ def measure(mask: np.ndarray, prob: np.ndarray | None = None, mm_per_px: float |
     }
     if count:
         m8 = m.astype(np.uint8)
-        contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        # two-level hierarchy: top level = outer boundaries of the 8-connected regions (islands
+        # inside holes included), second level = holes
+        found, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        contours = [c for c, h in zip(found, hierarchy[0]) if h[3] < 0]
         scale = np.array([sx, sy])
         scaled = [c.reshape(-1, 2).astype(np.float64) * scale for c in contours]
         out["perimeter_px"] = round(sum(cv2.arcLength(c.astype(np.float32).reshape(-1, 1, 2), True)
                                         for c in scaled), 2)
-        n_labels, _ = cv2.connectedComponents(m8, connectivity=8)
-        out["regions"] = int(n_labels - 1)
+        out["regions"] = len(contours)
         main = _largest_contour(list(contours))
         main_pts = main.reshape(-1, 2).astype(np.float64) * scale
         out["longest_diameter_px"] = round(_longest_diameter(main_pts), 2)
