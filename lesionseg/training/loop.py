@@ -114,7 +114,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     t_start = time.time()
     resume_state = load_last(cfg.resume) if cfg.resume else None
     if resume_state is not None:
-        # the run continues in its own folder with its own settings; only the epoch count may grow
+        # the run continues in its own folder with its own settings; only RESUME_OVERRIDES may change
         cfg = resume_config(cfg.resume, {k: getattr(cfg, k) for k in RESUME_OVERRIDES}, resume_state)
     # absolute data paths in the saved config let --resume work from any folder
     for key in ("images", "masks", "data_dir", "split_file"):
