@@ -158,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=None, help="good images per user (10; 3 with --quick)")
     ap.add_argument("--max-seconds", type=float, default=None, help="no new request after this (1200; 480 quick)")
     ap.add_argument("--weights", default=None, help="weights for the app (default: the app's default)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment for the app, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the whole load N times on the same server: growth after round 1 tells a leak "
+                         "from a plateau (default 1)")
     ap.add_argument("--output", type=Path, default=Path(__file__).with_name("results_soak.md"))
     args = ap.parse_args(argv)
     n_img = args.images or (3 if args.quick else 10)
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [bad_paths[i] for i in BAD_IDS]
     app_args = ["--threads", str(os.cpu_count() or 1)] + (["--weights", args.weights] if args.weights else [])
     tally, samples = Tally(), []
-    with AppServer(*app_args) as server:
+    env = dict(e.split("=", 1) for e in args.env)
+    with AppServer(*app_args, env=env) as server:
         pid = server.proc.pid
         # warm-up: one user, one of everything, so that lazy imports and caches are counted as base
         user(server.url, -1, good[:3], bad[:1], Tally(), time.monotonic() + max_s)
@@ -185,20 +191,25 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         start = time.monotonic()
         deadline = start + max_s
-        threads = [threading.Thread(target=user, daemon=True,
-                                    args=(server.url, k, good[k * n_img:(k + 1) * n_img],
-                                          [bad[(k // 4) % len(bad)]] if k % 4 == 0 else [], tally, deadline))
-                   for k in range(args.users)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=max(1.0, deadline + 600 - time.monotonic()))
-        hung = sum(t.is_alive() for t in threads)
+        hung, round_rss = 0, []
+        for _ in range(args.rounds):
+            threads = [threading.Thread(target=user, daemon=True,
+                                        args=(server.url, k, good[k * n_img:(k + 1) * n_img],
+                                              [bad[(k // 4) % len(bad)]] if k % 4 == 0 else [], tally, deadline))
+                       for k in range(args.users)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=max(1.0, deadline + 600 - time.monotonic()))
+            hung += sum(t.is_alive() for t in threads)
+            time.sleep(5)  # let the server settle, then measure what it kept
+            round_rss.append(rss_mb(pid))
+            if hung or time.monotonic() > deadline:
+                break
         wall = time.monotonic() - start
-        time.sleep(5)  # let the server settle, then measure what it kept
         rss_end, rss_peak = rss_mb(pid), rss_mb(pid, "VmHWM")
         stop.set()
-    expected_good = args.users * n_img
+    expected_good = args.users * n_img * len(round_rss)
     growth = rss_end - rss_warm
     goals = {"no failed good request": not tally.good_failed and not hung
              and tally.good_ok + tally.not_sent == expected_good,
@@ -208,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Soak test of the app (benchmarks/soak.py)", "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} · {platform.node()} · {os.cpu_count()} CPU cores · "
         f"Python {platform.python_version()} · mode {'quick' if args.quick else 'full'} · "
-        f"weights {args.weights or 'app default'}", "",
+        f"weights {args.weights or 'app default'}" + (f" · env {' '.join(args.env)}" if args.env else ""), "",
         f"{args.users} concurrent gradio_client users × {n_img} good images "
         f"(~2/3 single /segment calls, the rest in one /batch call); every 4th user also sends a bad file "
         f"alone and in its batch. Wall time {wall:.0f} s (limit {max_s:.0f} s).", "",
@@ -226,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| server peak RSS (VmHWM) | {rss_peak:.0f} MB |",
         f"| server RSS at the end | {rss_end:.0f} MB |",
         f"| RSS growth after warm-up | {growth:+.0f} MB (goal < {GROWTH_GOAL_MB:.0f} MB) |",
-        f"| median RSS during the run | {statistics.median(samples) if samples else float('nan'):.0f} MB |", "",
+        f"| median RSS during the run | {statistics.median(samples) if samples else float('nan'):.0f} MB |",
+        f"| RSS after each round | {', '.join(f'{r:.0f}' for r in round_rss)} MB |", "",
         "Goals: " + ", ".join(f"{name}: {'met' if ok else '**missed**'}" for name, ok in goals.items()), "",
     ]
     for title, items in (("Failed good requests", tally.good_failed), ("Unanswered bad files", tally.bad_unanswered)):
