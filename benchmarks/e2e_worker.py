@@ -41,14 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backend", default="torch")
     args = ap.parse_args(argv)
 
-    import numpy as np
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     from lesionseg.data.io import load_image, read_image_size
     from lesionseg.inference import Predictor
-    from lesionseg.inference.outputs import save_png
+    from lesionseg.inference.outputs import save_mask_png
 
     if args.mode == "ours":
         pred = Predictor.from_weights(args.weights, device="cpu", backend=args.backend)
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             rgb = load_image(args.image)  # full-resolution decode
             w, h = read_image_size(args.image)
             p = pred.predict_batch([rgb], sizes=[(h, w)])[0]
-        save_png(out, p.mask * np.uint8(255))
+        save_mask_png(out, p.mask)
         return p.mask.shape
 
     times, shape = [], None

@@ -4,14 +4,17 @@
     python benchmarks/soak.py            # 20 users x 10 images, at most 20 minutes
     python benchmarks/soak.py --quick    # 20 users x 3 images, at most 8 minutes
 
-Starts ``python app.py`` on a free loopback port (tests/app_server.py), warms it up with one
-user, then runs ``--users`` gradio_client users at once. Each sends ``--images`` photos: about
-two thirds as single-image ``/segment`` calls, the rest in one ``/batch`` call; every fourth
-user also sends a bad file (empty, truncated, text named .jpg, decompression bomb) on its own
-and inside its batch. No new request starts after ``--max-seconds``; the run then stops by
-itself. Reports failed good requests (goal 0), bad files answered with a message naming them
-(goal all), latencies, and the server's peak RSS and RSS growth after warm-up (goal < 200 MB);
-writes benchmarks/results_soak.md. Exit code 1 when a goal is missed.
+Starts ``python app.py`` on a free loopback port (tests/app_server.py) and warms it up with all
+users at once sending ``--warmup-images`` photos each (so imports, caches, thread pools and
+allocator arenas at this concurrency are the base). Then ``--users`` gradio_client users run at
+once, ``--rounds`` times; each sends ``--images`` photos: about two thirds as single-image
+``/segment`` calls, the rest in one ``/batch`` call; every fourth user also sends a bad file
+(empty, truncated, text named .jpg, decompression bomb) on its own and inside its batch. No new
+request starts after ``--max-seconds``; the run then stops by itself. Reports failed good
+requests (goal 0), bad files answered with a one-line message (goal all), latencies, and the
+server's peak RSS and RSS growth after warm-up (goal < 200 MB); writes
+benchmarks/results_soak.md. Exit code 1 when a goal is missed. ``--env MALLOC_ARENA_MAX=2``
+runs the app with extra environment (allocator experiments).
 """
 from __future__ import annotations
 
@@ -144,6 +147,22 @@ def user(url: str, k: int, good: list[Path], bad: list[Path], tally: Tally, dead
                 tally.good_failed.append(f"user {k} batch {p.name}: {row}")
 
 
+def run_round(url: str, users: int, good: list[Path], stride: int, n: int, bad: list[Path], tally: Tally,
+              deadline: float) -> int:
+    """All ``users`` at once, user k sending ``n`` of its ``stride`` photos (every 4th also a bad
+    file); returns the number of users still running at the hard limit. Waits 5 s after."""
+    threads = [threading.Thread(target=user, daemon=True,
+                                args=(url, k, good[k * stride:k * stride + n],
+                                      [bad[(k // 4) % len(bad)]] if k % 4 == 0 else [], tally, deadline))
+               for k in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, deadline + 600 - time.monotonic()))
+    time.sleep(5)  # let the server settle, then measure what it kept
+    return sum(t.is_alive() for t in threads)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -160,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default=None, help="weights for the app (default: the app's default)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment for the app, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
+    ap.add_argument("--warmup-images", type=int, default=2, help="images per user in the warm-up round (2)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat the whole load N times on the same server: growth after round 1 tells a leak "
                          "from a plateau (default 1)")
@@ -177,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(e.split("=", 1) for e in args.env)
     with AppServer(*app_args, env=env) as server:
         pid = server.proc.pid
-        # warm-up: one user, one of everything, so that lazy imports and caches are counted as base
-        user(server.url, -1, good[:3], bad[:1], Tally(), time.monotonic() + max_s)
-        time.sleep(2)
+        start = time.monotonic()
+        deadline = start + max_s
+        # warm-up: every user at once with a few images, so that lazy imports, caches, thread pools
+        # and allocator arenas at this concurrency count as the base
+        run_round(server.url, args.users, good, n_img, args.warmup_images, bad, Tally(), deadline)
         rss_warm = rss_mb(pid)
         stop = threading.Event()
 
@@ -190,19 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         start = time.monotonic()
-        deadline = start + max_s
         hung, round_rss = 0, []
         for _ in range(args.rounds):
-            threads = [threading.Thread(target=user, daemon=True,
-                                        args=(server.url, k, good[k * n_img:(k + 1) * n_img],
-                                              [bad[(k // 4) % len(bad)]] if k % 4 == 0 else [], tally, deadline))
-                       for k in range(args.users)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=max(1.0, deadline + 600 - time.monotonic()))
-            hung += sum(t.is_alive() for t in threads)
-            time.sleep(5)  # let the server settle, then measure what it kept
+            hung += run_round(server.url, args.users, good, n_img, n_img, bad, tally, deadline)
             round_rss.append(rss_mb(pid))
             if hung or time.monotonic() > deadline:
                 break

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -14,6 +16,17 @@ from .predictor import Prediction
 log = logging.getLogger(__name__)
 
 OUTPUT_KINDS = ("mask", "overlay", "result")
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Two threads that encode and write PNGs side by side (OpenCV's encoder releases the GIL)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lesionseg-png")
+        return _POOL
 
 
 def _fit(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -92,6 +105,11 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     return path
 
 
+def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:
+    """Write a {0, 1} (or any nonzero = lesion) (H, W) mask as a 0 / 255 gray PNG, atomically."""
+    return save_png(path, cv2.compare(np.ascontiguousarray(mask, dtype=np.uint8), 0, cv2.CMP_NE))
+
+
 def output_paths(out_dir: str | os.PathLike, image_id: str) -> dict[str, Path]:
     """{"mask", "overlay", "result"} -> ``<out_dir>/<id>_<kind>.png``."""
     return {k: Path(out_dir) / f"{image_id}_{k}.png" for k in OUTPUT_KINDS}
@@ -106,8 +124,20 @@ def write_prediction_outputs(out_dir: str | os.PathLike, image_id: str, rgb: np.
     paths = output_paths(out_dir, image_id)
     full = _fit(np.asarray(rgb, dtype=np.uint8), pred.mask.shape)
     ov = overlay(full, pred.mask)
-    save_png(paths["mask"], pred.mask.astype(bool).astype(np.uint8) * 255)
-    save_png(paths["overlay"], ov)
-    save_png(paths["result"], side_by_side(full, ov, pred.mask))
+    # the three files are encoded and written concurrently; every write finishes before returning
+    jobs = [_pool().submit(save_png, paths["result"], side_by_side(full, ov, pred.mask)),
+            _pool().submit(save_png, paths["overlay"], ov)]
+    errors = []
+    try:
+        save_mask_png(paths["mask"], pred.mask)
+    except OSError as e:
+        errors.append(e)
+    for job in jobs:
+        try:
+            job.result()
+        except OSError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
     log.debug("wrote %s outputs to %s", image_id, out_dir)
     return paths
