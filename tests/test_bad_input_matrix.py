@@ -102,6 +102,8 @@ def test_cli_inference_door(case: ImageCase, inputs: dict[str, Path], tiny_model
 
 # -- lesionseg predict: the whole matrix as one batch, in a real process ------------------------
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_cli_predict_door_batch(inputs: dict[str, Path], tiny_model_dir: Path, tmp_path: Path) -> None:
     src, out = inputs[GOOD.id].parent, tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "lesionseg", "predict", "--weights", str(tiny_model_dir),
@@ -185,6 +187,8 @@ def _train(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("case", [c for c in MASK_CASES if not c.ok], ids=lambda c: c.id)
 def test_train_door_refuses_bad_sets(case, tmp_path: Path) -> None:
     case.build(tmp_path / "data")
@@ -194,6 +198,8 @@ def test_train_door_refuses_bad_sets(case, tmp_path: Path) -> None:
     assert not list((tmp_path / "runs").rglob("*.pth")) if (tmp_path / "runs").exists() else True
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_train_door_accepts_0_1_and_rgb_masks(tmp_path: Path) -> None:
     root = labelled_set(tmp_path / "data", n=10, style="01")
     labelled_set(tmp_path / "rgb", n=10, style="rgb")

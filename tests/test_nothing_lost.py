@@ -57,6 +57,8 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_disk_full_exit_3_no_partial_file_then_resume(small_disk: Path, tiny_model_dir: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "in"
@@ -89,6 +91,8 @@ def test_disk_full_exit_3_no_partial_file_then_resume(small_disk: Path, tiny_mod
 
 # -- a batch killed half way ----------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkilled_batch_is_finished_by_skip_existing(tiny_model_dir: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..data.io import IMAGE_EXTENSIONS, ImageLoadError, is_image_file, load_mask
@@ -117,6 +118,36 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+class RowRecorder:
+    """Rows in input order; each image's files are written in a background thread while the next
+    image is decoded and predicted. A row is recorded only once its files are written: ``flush()``
+    waits for the write in flight and raises its OSError (that row is then not recorded)."""
+
+    def __init__(self, rows: list[dict], counts: dict[str, int]):
+        self.rows, self.counts = rows, counts
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesionseg-write")
+        self._pending: tuple[Future, dict] | None = None
+
+    def add(self, row: dict) -> None:
+        self.flush()
+        self.rows.append(row)
+        self.counts[row["status"]] += 1
+
+    def write_then_add(self, row: dict, fn, *args) -> None:  # noqa: ANN001 - fn(*args) writes the files
+        self.flush()
+        self._pending = (self._pool.submit(fn, *args), row)
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            job, row = self._pending
+            self._pending = None
+            job.result()
+            self.add(row)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def run(args: argparse.Namespace) -> int:
     input_dir, output_dir = Path(args.input_dir), Path(args.output_dir)
     if not input_dir.is_dir():
@@ -143,21 +174,27 @@ def run(args: argparse.Namespace) -> int:
     counts = {"ok": 0, "error": 0, "skipped": 0}
     csv_path = output_dir / CSV_NAME
     start = last = time.monotonic()
+    recorder = RowRecorder(rows, counts)
     try:
         for n, (image_id, file) in enumerate(zip(ids, files), 1):
             row = existing_row(image_id, file, output_dir) if args.skip_existing else None
-            if row is None:
+            if row is not None:
+                recorder.add(row)
+            else:
                 try:
-                    row, _ = process_image(predictor, file, output_dir, image_id, args.threshold)
+                    rgb, pred = predictor.predict_file(file, threshold=args.threshold)
                 except ImageLoadError as e:
                     log.error("%s", e)
-                    row = error_row(image_id, file, str(e))
-            rows.append(row)
-            counts[row["status"]] += 1
+                    recorder.add(error_row(image_id, file, str(e)))
+                else:
+                    row = result_row(image_id, file, pred.mask.shape, pred.lesion_area_px, f"{pred.threshold:.4f}")
+                    recorder.write_then_add(row, write_prediction_outputs, output_dir, image_id, rgb, pred)
             if time.monotonic() - last > 10 or n % 100 == 0:
+                recorder.flush()
                 last = time.monotonic()
                 log.info("%d/%d images (%.1f s)", n, len(files), last - start)
                 write_csv(csv_path, rows)
+        recorder.flush()
         write_csv(csv_path, rows)
     except OSError as e:
         error(f"{output_dir}: cannot write outputs ({e.strerror or e}); {len(rows)} of {len(files)} images "
@@ -173,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         except OSError:
             pass
         raise
+    finally:
+        recorder.close()
     print(f"{counts['ok']} predicted, {counts['skipped']} skipped, {counts['error']} failed "
           f"in {time.monotonic() - start:.1f} s; summary: {csv_path}")
     return EXIT_PARTIAL if counts["error"] else EXIT_OK

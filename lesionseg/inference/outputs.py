@@ -107,7 +107,9 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:
     """Write a {0, 1} (or any nonzero = lesion) (H, W) mask as a 0 / 255 gray PNG, atomically."""
-    return save_png(path, cv2.compare(np.ascontiguousarray(mask, dtype=np.uint8), 0, cv2.CMP_NE))
+    a = np.ascontiguousarray(mask, dtype=np.uint8)
+    # array against array: OpenCV would take a 1 x 1 mask for a scalar and refuse the comparison
+    return save_png(path, cv2.compare(a, np.zeros_like(a), cv2.CMP_NE))
 
 
 def output_paths(out_dir: str | os.PathLike, image_id: str) -> dict[str, Path]:
