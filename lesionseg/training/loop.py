@@ -104,6 +104,16 @@ def resume_config(path: str | Path, overrides: dict[str, Any], state: dict[str, 
     return cfg
 
 
+def _truncate_logs(logs_dir: Path, history: list[dict[str, Any]], done_epochs: int) -> None:
+    """Rewrite metrics.jsonl from the checkpoint's history and drop batch rows of unfinished epochs."""
+    atomic_write_text(logs_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    detail = logs_dir / "detailed_metrics.jsonl"
+    if detail.exists():
+        keep = [line for line in detail.read_text().splitlines(keepends=True)
+                if line.strip() and line.endswith("\n") and json.loads(line).get("epoch", 0) <= done_epochs]
+        atomic_write_text(detail, "".join(keep))
+
+
 def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     """Train DS-AttentionUNet as ``cfg`` says and return where everything was written.
 
@@ -208,6 +218,11 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     if main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
             {k: v for k, v in saved_cfg.items() if not k.startswith("_")}, sort_keys=False))
+
+    if main and resume_state is not None:
+        # a kill between a log line and the checkpoint would repeat that epoch's rows on resume:
+        # the logs restart from what the checkpoint holds
+        _truncate_logs(logs_dir, history, start_epoch)
 
     # ---- epochs ----
     batch_log = open(logs_dir / "detailed_metrics.jsonl", "a") if main else None
