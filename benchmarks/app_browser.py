@@ -107,16 +107,31 @@ def bench_upload(page, url: str, photo: Path, repeats: int) -> list[float]:
     return times
 
 
-def bench_slider(page, moves: int) -> list[float]:
+def area_text(page) -> str:
+    return page.evaluate("() => { const e = document.querySelector('#measurements');"
+                         " const m = e && e.innerText.match(/Lesion area\\s+([^\\n]+)/); return m ? m[1] : ''; }")
+
+
+def bench_slider(page, moves: int, settle: bool) -> list[float]:
+    """Click the slider alternately at 25 % and 60 % of its length; time until the measurements and
+    the overlay show the new threshold. ``settle``: first wait until the previous move's
+    full-resolution downloads are written (a user looking at the result between moves)."""
     slider = page.locator("#threshold input[type=range]")
     box = slider.bounding_box()
     times = []
     for k in range(moves):
-        frac = (0.2, 0.8)[k % 2] + 0.01 * k  # alternate: every move changes the mask
-        old = overlay_src(page)
+        if settle:
+            page.locator("#downloads a[download$='_mask.png']").wait_for(timeout=TIMEOUT_MS)
+            time.sleep(0.3)
+        old_area, old_src = area_text(page), overlay_src(page)
         t0 = time.perf_counter()
-        page.mouse.click(box["x"] + box["width"] * frac, box["y"] + box["height"] / 2)
-        wait_overlay_change(page, old)
+        page.mouse.click(box["x"] + box["width"] * (0.25, 0.6)[k % 2], box["y"] + box["height"] / 2)
+        page.wait_for_function(
+            "([oldArea, oldSrc]) => { const e = document.querySelector('#measurements');"
+            " const m = e && e.innerText.match(/Lesion area\\s+([^\\n]+)/);"
+            " const i = document.querySelector('#overlay img');"
+            " return m && m[1] !== oldArea && i && i.complete && (i.src !== oldSrc || m[1] === ''); }",
+            arg=[old_area, old_src], timeout=TIMEOUT_MS)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -174,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"app up in {startup:.1f} s; uploading {repeats} x 4000x3000 ...", flush=True)
             uploads = bench_upload(page, server.url, photo, repeats)
             print(f"uploads: {[round(t, 2) for t in uploads]}; moving the slider {moves} x ...", flush=True)
-            sliders = bench_slider(page, moves)
-            print(f"slider: {[round(t, 3) for t in sliders]}; batch of {n_batch} ...", flush=True)
+            sliders = bench_slider(page, moves, settle=True)
+            rapid = bench_slider(page, moves, settle=False)
+            print(f"slider: {[round(t, 3) for t in sliders]}, back-to-back {[round(t, 3) for t in rapid]}; "
+                  f"batch of {n_batch} ...", flush=True)
             batch = bench_batch(page, server.url, work / "batch")
             print(f"batch: {batch:.1f} s", flush=True)
             browser.close()
@@ -199,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
         f"| upload-to-overlay, 4000x3000 JPEG (flip TTA on) | {fmt(up_med)} | "
         f"{', '.join(fmt(t) for t in uploads)} | <= 1.5 s | {ok(up_med, TARGETS['upload'])} |",
-        f"| slider-move-to-overlay-update | {fmt(sl_med, 'ms')} | "
+        f"| slider-move-to-overlay-update (one move, previous downloads written) | {fmt(sl_med, 'ms')} | "
         f"{', '.join(fmt(t, 'ms') for t in sliders)} | <= 150 ms | {ok(sl_med, TARGETS['slider'])} |",
+        f"| slider, back-to-back moves (downloads of the last move still being written) | "
+        f"{fmt(statistics.median(rapid), 'ms')} | {', '.join(fmt(t, 'ms') for t in rapid)} | | |",
         f"| batch of {n_batch} photos, drop to ZIP offered | {fmt(batch)} ({fmt(per100)} per 100) | 1 | "
         f"100 photos <= 60 s | {ok(per100, TARGETS['batch100'])} |",
         "",

@@ -10,7 +10,9 @@ import argparse
 import csv
 import io
 import logging
+import os
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -119,33 +121,58 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 class RowRecorder:
-    """Rows in input order; each image's files are written in a background thread while the next
-    image is decoded and predicted. A row is recorded only once its files are written: ``flush()``
-    waits for the write in flight and raises its OSError (that row is then not recorded)."""
+    """Rows in input order; images' files are written in background threads (at most ``depth`` at a
+    time) while the next image is decoded and predicted. A row is recorded only once its files are
+    written: ``flush()`` waits for the writes in flight and raises the first OSError (the failed
+    image's row and those after it are then not recorded)."""
 
-    def __init__(self, rows: list[dict], counts: dict[str, int]):
-        self.rows, self.counts = rows, counts
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesionseg-write")
-        self._pending: tuple[Future, dict] | None = None
+    def __init__(self, rows: list[dict], counts: dict[str, int], depth: int = 1):
+        self.rows, self.counts, self.depth = rows, counts, max(1, depth)
+        self._pool = ThreadPoolExecutor(max_workers=self.depth, thread_name_prefix="lesionseg-write")
+        self._pending: deque[tuple[Future, dict]] = deque()
 
-    def add(self, row: dict) -> None:
-        self.flush()
+    def _record(self, row: dict) -> None:
         self.rows.append(row)
         self.counts[row["status"]] += 1
 
-    def write_then_add(self, row: dict, fn, *args) -> None:  # noqa: ANN001 - fn(*args) writes the files
+    def add(self, row: dict) -> None:
         self.flush()
-        self._pending = (self._pool.submit(fn, *args), row)
+        self._record(row)
+
+    def write_then_add(self, row: dict, fn, *args) -> None:  # noqa: ANN001 - fn(*args) writes the files
+        while len(self._pending) >= self.depth:
+            self._wait_oldest()
+        self._pending.append((self._pool.submit(fn, *args), row))
+
+    def _wait_oldest(self) -> None:
+        job, row = self._pending[0]
+        try:
+            job.result()
+        except BaseException:
+            for other, _ in self._pending:  # the rows after a failed write are not recorded either
+                other.cancel()
+            self._pending.clear()
+            raise
+        self._pending.popleft()
+        self._record(row)
 
     def flush(self) -> None:
-        if self._pending is not None:
-            job, row = self._pending
-            self._pending = None
-            job.result()
-            self.add(row)
+        while self._pending:
+            self._wait_oldest()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _leave_a_core_for_writing(predictor: Predictor) -> None:
+    """On the CPU, run the model on one thread fewer than the cores (unless OMP_NUM_THREADS says
+    otherwise): the PNG writer threads get the last core instead of fighting the model's threads for
+    it (measured on 2 cores: 9 instead of 7 images/s; see benchmarks/results.md)."""
+    import torch
+
+    n = torch.get_num_threads()
+    if predictor.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and n > 1:
+        torch.set_num_threads(n - 1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INPUT
 
     remove_stale_temp_files(output_dir)
+    _leave_a_core_for_writing(predictor)
     ids = assign_ids(files)
     rows: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}
