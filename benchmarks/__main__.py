@@ -5,7 +5,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -14,6 +16,10 @@ from typing import Any, Callable
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# a fresh inductor cache: torch.compile's reported start-up cost is a cold compile, as users meet it
+_INDUCTOR_CACHE = None if "TORCHINDUCTOR_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="lesionseg-inductor-")
+if _INDUCTOR_CACHE:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
 
 import torch  # noqa: E402
 
@@ -82,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks: no weights at {settings.weights} (pass --weights FOLDER)", file=sys.stderr)
         return 2
     t = time.perf_counter()
-    res = run(settings)
+    try:
+        res = run(settings)
+    finally:
+        if _INDUCTOR_CACHE:
+            shutil.rmtree(_INDUCTOR_CACHE, ignore_errors=True)
     res["machine"]["wall_s"] = round(time.perf_counter() - t, 1)
     from .report import render
 

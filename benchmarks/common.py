@@ -115,6 +115,22 @@ def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 2) -> dict[str, flo
             "n": len(times)}
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2) -> dict[str, dict[str, float]]:
+    """Like :func:`time_fn` for several functions, run round-robin (one call of each per round) so
+    that drift in the machine's speed (other load, clocks) affects them all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, iters)):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "mean_ms": statistics.fmean(v), "n": len(v)}
+            for k, v in times.items()}
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two binary masks; 1.0 when both are empty."""
     a, b = a.astype(bool), b.astype(bool)

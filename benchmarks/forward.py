@@ -16,7 +16,7 @@ import torch
 from lesionseg.data.transforms import normalize, resize_rgb
 from lesionseg.inference import Predictor, load_model
 
-from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_fn
+from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_fn, time_interleaved
 
 log = logging.getLogger("benchmarks")
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -104,11 +104,13 @@ def forward_section(settings: Settings) -> dict[str, Any]:
     candidates.append((f"project Predictor default ({describe(ours)})", _predictor_fn(ours), {"ours": True}))
 
     ref = np.concatenate([_predictor_fn(base)(x[i:i + 1]).numpy() for i in range(len(x))])
+    timed = time_interleaved({name: (lambda fn=fn: fn(x1)) for name, fn, _ in candidates if fn is not None},
+                             settings.iters(40, 2), warmup=settings.iters(5, 1))
     rows = []
     for name, fn, extra in candidates:
         row: dict[str, Any] = {"variant": name, **extra}
         if fn is not None:
-            row.update(time_fn(lambda: fn(x1), settings.iters(30, 2), warmup=settings.iters(5, 1)))
+            row.update(timed[name])
             row.update(agreement(fn, ref, x, t))
         rows.append(row)
     base_ms = rows[0]["median_ms"]
@@ -167,13 +169,18 @@ def peers_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:
     models, missing = _peer_models()
     rows = []
     bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    fns = {}
     for name, m in [("DS-AttentionUNet (ours)", ours)] + models:
         m = m.eval()
-        row: dict[str, Any] = {"model": name, "params": params(m), "gflops": count_flops(m, x) / 1e9}
-        row["fp32_ms"] = time_fn(lambda fn=_eager(m, False, False): fn(x), settings.iters(15, 1), 1)["median_ms"]
+        rows.append({"model": name, "params": params(m), "gflops": count_flops(m, x) / 1e9})
+        fns[(name, "fp32_ms")] = lambda fn=_eager(m, False, False): fn(x)
         if bf16:
-            row["bf16_cl_ms"] = time_fn(lambda fn=_eager(m, True, True): fn(x), settings.iters(15, 1), 1)["median_ms"]
-        rows.append(row)
+            fns[(name, "bf16_cl_ms")] = lambda fn=_eager(m, True, True): fn(x)
+    timed = time_interleaved(fns, settings.iters(20, 1), warmup=settings.iters(3, 1))
+    for row in rows:
+        for (name, key), r in timed.items():
+            if name == row["model"]:
+                row[key] = r["median_ms"]
     ours_row = next((r for r in fwd["rows"] if r.get("ours")), None)
     if ours_row:
         rows[0]["project_path_ms"] = ours_row["median_ms"]

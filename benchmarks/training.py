@@ -15,7 +15,7 @@ import torch
 from lesionseg.losses import get_loss, supervised_loss
 from lesionseg.models import DSAttentionUNet
 
-from .common import Settings, real_images, time_fn
+from .common import Settings, real_images, time_interleaved
 from .forward import batch_of
 
 TRAIN_IMAGES = 1600  # 80 % of the 2,000 ISIC 2017 pairs: the recipe's training part
@@ -68,10 +68,10 @@ def training_section(settings: Settings) -> dict[str, Any]:
     variants = [("fp32 eager NCHW (baseline)", False, False), ("fp32 channels_last", True, False)]
     if bf16:
         variants.append(("bf16 autocast + channels_last (project default)", True, True))
+    steps = {name: _step_fn(cl, use_bf16, x, y) for name, cl, use_bf16 in variants}
+    timed = time_interleaved(steps, settings.iters(8, 1), warmup=settings.iters(2, 1))
     rows = []
-    for name, cl, use_bf16 in variants:
-        step = _step_fn(cl, use_bf16, x, y)
-        r = time_fn(step, settings.iters(8, 1), warmup=settings.iters(2, 1))
+    for name, r in timed.items():
         ips = BATCH / (r["median_ms"] / 1e3)
         rows.append({"variant": name, **r, "images_per_s": ips, "epoch_s": TRAIN_IMAGES / ips})
     for row in rows:
