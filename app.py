@@ -15,6 +15,22 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("GRADIO_FLAGGING_MODE", "never")
 
+
+def _cap_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each busy worker thread its own arena; freed image buffers then stay spread
+    over them and RSS creeps up under load (benchmarks/results_soak.md). Two arenas keep it flat."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, Windows): nothing to tune
+
+
+_cap_malloc_arenas()
+
 from lesionseg.ui.launch import LaunchConfig, launch, load_predictor_or_exit, parse_args  # noqa: E402
 
 DESCRIPTION = """# lesionseg: skin-lesion segmentation
