@@ -127,7 +127,10 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int 
             t = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t) * 1e3)
-    return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "mean_ms": statistics.fmean(v), "n": len(v)}
+    first = next(iter(times.values()))
+    # paired: each round's ratio to the first function, then the median; robust to load that comes and goes
+    return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "mean_ms": statistics.fmean(v), "n": len(v),
+                "paired_speedup": statistics.median(a / b for a, b in zip(first, v))}
             for k, v in times.items()}
 
 
