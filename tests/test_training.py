@@ -129,8 +129,11 @@ def _wait_for(pred, timeout: float) -> None:
     raise TimeoutError("condition not reached")
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(synthetic: Path, tmp_path: Path) -> None:
-    common = ["--data-dir", str(synthetic), "--epochs", "3", "--no-augment", "--output-dir", str(tmp_path), *BASE]
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(make_dataset, tmp_path: Path) -> None:
+    # epochs long enough (40 images at 128 px) that the kill lands before epoch 2 ends
+    data = make_dataset(n=40, size=(128, 128))
+    common = ["--data-dir", str(data), "--epochs", "3", "--no-augment", "--output-dir", str(tmp_path), *BASE,
+              "--img_size", "128", "--batch_size", "2"]
     ref = train(*common, "--run-name", "ref")
     assert ref.returncode == 0, ref.stderr[-2000:]
 
