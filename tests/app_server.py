@@ -24,6 +24,17 @@ QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB
              "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the thread that started it dies (no
+    orphan servers after a killed test run); start servers from the main thread."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux / glibc: stop() still ends it when the tests finish normally
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -72,7 +83,8 @@ class AppServer:
     def start(self) -> "AppServer":
         cmd = [sys.executable, "app.py", "--port", str(self.port), "--host", self.host, *self.args]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # own process group: stop() reaches all of it
+                                     start_new_session=True,  # own process group: stop() reaches all of it
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
