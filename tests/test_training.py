@@ -120,20 +120,22 @@ def test_push_to_hub_offline_fails_after_outputs_are_saved(synthetic: Path, tmp_
     assert (tmp_path / "o/p/models/best_model/model.safetensors").is_file()
 
 
-def _wait_for(pred, timeout: float) -> None:
+def _wait_for(pred, timeout: float, poll: float = 0.05) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if pred():
             return
-        time.sleep(0.05)
+        time.sleep(poll)
     raise TimeoutError("condition not reached")
 
 
+@pytest.mark.timeout(900)  # three short training runs; slow only on a shared machine
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(make_dataset, tmp_path: Path) -> None:
-    # epochs long enough (40 images at 128 px) that the kill lands before epoch 2 ends
+    # 32 training steps per epoch (40 images, batch 1): the batch log is flushed every step, so the kill
+    # below lands at the start of epoch 2 with 31 steps still to go, however fast the machine is
     data = make_dataset(n=40, size=(128, 128))
     common = ["--data-dir", str(data), "--epochs", "3", "--no-augment", "--output-dir", str(tmp_path), *BASE,
-              "--img_size", "128", "--batch_size", "2"]
+              "--img_size", "128", "--batch_size", "1"]
     ref = train(*common, "--run-name", "ref")
     assert ref.returncode == 0, ref.stderr[-2000:]
 
@@ -143,7 +145,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(make_dataset, t
     try:
         # kill in the middle of epoch 2: after epoch 1's checkpoint, once epoch 2 has logged a batch
         detail = run / "logs" / "detailed_metrics.jsonl"
-        _wait_for(lambda: detail.exists() and '"epoch": 2' in detail.read_text(), 300)
+        _wait_for(lambda: detail.exists() and '"epoch": 2' in detail.read_text(), 300, poll=0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(30)

@@ -81,8 +81,8 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, steps: int, optimize
             bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{batch_dice:.3f}")
             batch_log.write(json.dumps({"epoch": epoch, "step": step + 1, "loss": round(loss.item(), 5),
                                         "dice": round(batch_dice, 5), "lr": scheduler.get_last_lr()[0]}) + "\n")
-    if batch_log is not None:
-        batch_log.flush()
+            # flushed every step so the log can be followed live (and shows how far a killed run got)
+            batch_log.flush()
     return running, n_seen
 
 
