@@ -58,12 +58,42 @@ def operating_points_table(points: list[dict], default: float) -> str:
     return "\n".join(lines)
 
 
+SPREAD_KEYS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean"),
+               ("precision", "precision_mean"), ("thresholded Jaccard", "thresholded_jaccard"),
+               ("failure rate", "failure_rate")]
+
+
+def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: dict[str, tuple[dict, dict]]) -> str:
+    """The shipped run beside the same recipe trained with other seeds, on the same held-out images."""
+    columns = {f"seed {run.get('seed', '?')} (shipped)": shipped}
+    notes = []
+    for info, result in seeds.values():
+        name = f"seed {info.get('seed', '?')}"
+        columns[name] = result
+        diffs = ", ".join(f"{label} {result[key] - shipped[key]:+.4f}" for label, key in SPREAD_KEYS)
+        notes.append(f"- {name}: `{info.get('command', '')}`, {info.get('epochs', '?')} epochs, "
+                     f"{info.get('wall_minutes', '?')} min, best validation Dice {info.get('best_val_dice_at_0.5', float('nan')):.4f} "
+                     f"(shipped run: {run.get('best_val_dice_at_0.5', float('nan')):.4f}); its own tuned threshold "
+                     f"{result['threshold']:.2f}. Difference from the shipped run: {diffs}.")
+    return f"""## Run-to-run spread
+
+The same recipe and split trained again with another seed (initialisation, shuffling and
+augmentation differ), evaluated the same way on the same held-out test images
+(`{recipe.as_posix()}/other_seeds/*/eval_test.json`):
+
+{chr(10).join(notes)}
+
+{metrics_table(columns)}
+"""
+
+
 def render(recipe: Path, weights: Path) -> str:
     config = json.loads((weights / "config.json").read_text())
     run = _read(recipe / "run_info.json") or {}
     evals = {name: r for name, r in [("held-out test", _read(recipe / "eval_test.json")),
                                      ("held-out test + flip TTA", _read(recipe / "eval_test_tta.json"))] if r}
-    seeds = _read(recipe / "seed_comparison.json")
+    seeds = {d.name: (_read(d / "run_info.json") or {}, _read(d / "eval_test.json"))
+             for d in sorted((recipe / "other_seeds").glob("seed*")) if (d / "eval_test.json").is_file()}
     th = config["inference_threshold"]
     chosen = next((p for p in config.get("inference_operating_points", []) if abs(p["threshold"] - th) < 1e-9), None)
     n_params = run.get("parameters")
@@ -121,13 +151,8 @@ Per-image mean ± SD at each mask's own resolution, default threshold, computed 
 
 {metrics_table(evals)}
 """)
-    if seeds:
-        parts.append(f"""## Run-to-run spread
-
-{seeds.get('text', '')}
-
-{metrics_table(seeds['results']) if seeds.get('results') else ''}
-""")
+    if seeds and "held-out test" in evals:
+        parts.append(seed_spread_section(recipe, run, evals["held-out test"], seeds))
     if config.get("inference_operating_points"):
         parts.append(f"""## Operating points (validation part, per-image means)
 

@@ -125,3 +125,22 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(tmp)
     return d
+
+
+def writable_output_and_predictor(args: argparse.Namespace, output_dir: Path):
+    """Prove ``output_dir`` is writable, then load the predictor: the checks every writing command
+    makes before touching an image. Returns ``(predictor, EXIT_OK)``, or ``(None, exit code)`` after
+    printing the one-line error."""
+    from ..inference.weights import WeightsError
+    from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
+
+    try:
+        ensure_writable_dir(output_dir)
+    except OSError as e:
+        error(f"{output_dir}: output folder is not writable ({e.strerror or e})")
+        return None, EXIT_OUTPUT
+    try:
+        return load_predictor(args), EXIT_OK
+    except (WeightsError, ValueError) as e:
+        error(str(e))
+        return None, EXIT_INPUT

@@ -6,8 +6,7 @@ import logging
 from pathlib import Path
 
 from ..data.io import ImageLoadError
-from ..inference.weights import WeightsError
-from .common import add_model_args, ensure_writable_dir, error, load_predictor
+from .common import add_model_args, error, writable_output_and_predictor
 from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
 from .predict import process_image
 
@@ -33,16 +32,9 @@ def run(args: argparse.Namespace) -> int:
     if not file.exists():
         error(f"{file}: input image not found (pass --input FILE)")
         return EXIT_INPUT
-    try:
-        ensure_writable_dir(output_dir)
-    except OSError as e:
-        error(f"{output_dir}: output folder is not writable ({e.strerror or e})")
-        return EXIT_OUTPUT
-    try:
-        predictor = load_predictor(args)
-    except (WeightsError, ValueError) as e:
-        error(str(e))
-        return EXIT_INPUT
+    predictor, code = writable_output_and_predictor(args, output_dir)
+    if predictor is None:
+        return code
     try:
         row, paths = process_image(predictor, file, output_dir, file.stem, args.threshold)
     except ImageLoadError as e:

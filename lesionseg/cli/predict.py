@@ -19,9 +19,8 @@ from pathlib import Path
 from ..data.io import IMAGE_EXTENSIONS, ImageLoadError, is_image_file, load_mask
 from ..inference.outputs import OUTPUT_KINDS, output_paths, write_prediction_outputs
 from ..inference.predictor import Predictor
-from ..inference.weights import WeightsError
 from ..utils.atomic import atomic_write_text
-from .common import add_model_args, ensure_writable_dir, error, load_predictor
+from .common import add_model_args, error, writable_output_and_predictor
 from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PARTIAL
 
 log = logging.getLogger("lesionseg.predict")
@@ -184,16 +183,9 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         error(f"{input_dir}: no images found (expected {', '.join(IMAGE_EXTENSIONS)} files)")
         return EXIT_INPUT
-    try:
-        ensure_writable_dir(output_dir)
-    except OSError as e:
-        error(f"{output_dir}: output folder is not writable ({e.strerror or e})")
-        return EXIT_OUTPUT
-    try:
-        predictor = load_predictor(args)
-    except (WeightsError, ValueError) as e:
-        error(str(e))
-        return EXIT_INPUT
+    predictor, code = writable_output_and_predictor(args, output_dir)
+    if predictor is None:
+        return code
 
     remove_stale_temp_files(output_dir)
     _leave_a_core_for_writing(predictor)

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Record another seed's run of the recipe for the model card's run-to-run spread.
+
+    python scripts/record_seed_run.py outputs/isic2017_256_seed43 --recipe configs/isic2017_256
+
+The run must use the shipped split (``--split-file configs/isic2017_256/split.json``) so both runs are
+measured on the same held-out images. Writes ``<recipe>/other_seeds/seed<N>/``: ``eval_test.json``
+(``lesionseg evaluate`` on the held-out test IDs at that run's own tuned threshold),
+``training_history.jsonl`` and ``run_info.json``; then re-renders ``weights/README.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="training run folder (outputs/<run>)")
+    p.add_argument("--recipe", type=Path, default=ROOT / "configs/isic2017_256")
+    p.add_argument("--weights", type=Path, default=ROOT / "weights")
+    args = p.parse_args()
+
+    run, recipe = args.run.resolve(), args.recipe.resolve()
+    shipped_split = json.loads((recipe / "split.json").read_text())
+    run_split = json.loads((run / "split.json").read_text())
+    if {k: sorted(v) for k, v in run_split.items()} != {k: sorted(v) for k, v in shipped_split.items()}:
+        print(f"{run}: trained on another split than {recipe / 'split.json'}; rerun it with "
+              f"--split-file {recipe / 'split.json'}", file=sys.stderr)
+        return 2
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    out = recipe / "other_seeds" / f"seed{cfg['seed']}"
+    out.mkdir(parents=True, exist_ok=True)
+    best = run / "models" / "best_model"
+    cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(best), "--data-dir", cfg["data_dir"],
+           "--ids", str(recipe / "test_ids.txt"), "--json", str(out / "eval_test.json")]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+    shutil.copy2(run / "logs" / "metrics.jsonl", out / "training_history.jsonl")
+    history = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    threshold = json.loads((best / "config.json").read_text())["inference_threshold"]
+    info = {"seed": cfg["seed"], "epochs": len(history), "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
+            "best_val_dice_at_0.5": max(h["val_dice"] for h in history), "threshold": threshold,
+            "command": f"python train_cli.py --config configs/isic2017_256.yaml --split-file "
+                       f"{(recipe / 'split.json').relative_to(ROOT).as_posix()} --seed {cfg['seed']} "
+                       f"--run-name {run.name}"}
+    (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    subprocess.run([sys.executable, "-m", "lesionseg.model_card", "--recipe", str(recipe.relative_to(ROOT)),
+                    "--weights", str(args.weights)], check=True, cwd=ROOT)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
