@@ -71,7 +71,7 @@ def throughput_section(settings: Settings) -> dict[str, Any]:
         src.mkdir()
         for i in range(n):
             make_jpeg(images[i % len(images)], (1024, 768), src / f"ISIC_{i:07d}.jpg")
-        modes = [("lesionseg predict (default)", [])]
+        modes = [("lesionseg predict (default)", []), ("lesionseg predict --outputs mask", ["--outputs", "mask"])]
         if not settings.quick:
             modes.append(("lesionseg predict --no-fast (fp32)", ["--no-fast"]))
         for label, extra in modes:

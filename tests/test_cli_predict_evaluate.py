@@ -223,6 +223,40 @@ def test_cli_predict_folder_with_a_corrupt_file(weights: Path, tmp_path: Path, c
     assert (out / "a_mask.png").stat().st_mtime_ns == mtime and rows["a"]["lesion_area_px"] != ""
 
 
+def test_cli_predict_outputs_choice_writes_only_those_files(weights: Path, tmp_path: Path, capsys) -> None:
+    src = _folder_with_a_bad_file(tmp_path)
+    (src / "bad.jpg").unlink()
+    full, only = tmp_path / "full", tmp_path / "only"
+    assert main(["predict", "--weights", str(weights), "--input_dir", str(src), "--output_dir", str(full)]) == 0
+    assert main(["predict", "--weights", str(weights), "--input_dir", str(src), "--output_dir", str(only),
+                 "--outputs", "mask"]) == 0
+    assert {f.name for f in only.iterdir()} == {f"{i}_mask.png" for i in "abc"} | {"predictions.csv"}
+    for i in "abc":  # the same masks as a full run, and the same CSV rows
+        assert (only / f"{i}_mask.png").read_bytes() == (full / f"{i}_mask.png").read_bytes()
+    assert _csv(only / "predictions.csv") == _csv(full / "predictions.csv")
+
+    # --skip-existing counts only the kinds asked for: an overlay run after a mask-only run writes overlays
+    assert main(["predict", "--weights", str(weights), "--input_dir", str(src), "--output_dir", str(only),
+                 "--outputs", "overlay,mask", "--skip-existing"]) == 0
+    rows = _csv(only / "predictions.csv")
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    assert (only / "a_overlay.png").read_bytes() == (full / "a_overlay.png").read_bytes()
+    assert not (only / "a_result.png").exists()
+    assert main(["predict", "--weights", str(weights), "--input_dir", str(src), "--output_dir", str(only),
+                 "--outputs", "overlay", "--skip-existing"]) == 0
+    rows = _csv(only / "predictions.csv")
+    assert {r["status"] for r in rows.values()} == {"skipped"} and rows["a"]["width"] == ""
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--input_dir", str(src), "--output_dir", str(only), "--outputs", "mask,heatmap"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "heatmap" in err and "mask, overlay, result" in err
+    rc = main(["inference", "--weights", str(weights), "--input", str(src / "a.jpg"), "--output_dir",
+               str(tmp_path / "one"), "--outputs", "result"])
+    assert rc == 0 and [f.name for f in (tmp_path / "one").iterdir()] == ["a_result.png"]
+
+
 def test_cli_predict_exit_codes(weights: Path, tmp_path: Path, capsys) -> None:
     src = _folder_with_a_bad_file(tmp_path)
     (src / "bad.jpg").unlink()

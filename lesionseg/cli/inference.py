@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data.io import ImageLoadError
 from .common import add_model_args, error, writable_output_and_predictor
 from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
-from .predict import process_image
+from .predict import add_outputs_arg, process_image
 
 log = logging.getLogger("lesionseg.inference")
 
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "<id>_result.png to --output_dir.")
     p.add_argument("--input", "--image", dest="input", required=True, help="image file")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True, help="folder for results")
+    add_outputs_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if predictor is None:
         return code
     try:
-        row, paths = process_image(predictor, file, output_dir, file.stem, args.threshold)
+        row, paths = process_image(predictor, file, output_dir, file.stem, args.threshold, args.outputs)
     except ImageLoadError as e:
         error(str(e))
         return EXIT_INPUT

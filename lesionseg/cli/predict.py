@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..data.io import IMAGE_EXTENSIONS, ImageLoadError, is_image_file, load_mask
-from ..inference.outputs import OUTPUT_KINDS, output_paths, write_prediction_outputs
+from ..inference.outputs import OUTPUT_KINDS, output_paths, parse_output_kinds, write_prediction_outputs
 from ..inference.predictor import Predictor
 from ..utils.atomic import atomic_write_text
 from .common import add_model_args, error, writable_output_and_predictor
@@ -37,9 +37,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input_dir", "--input-dir", dest="input_dir", required=True, help="folder of images")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True, help="folder for results")
     p.add_argument("--skip-existing", "--skip_existing", dest="skip_existing", action="store_true",
-                   help="skip images whose three outputs already exist")
+                   help="skip images whose requested outputs already exist")
+    add_outputs_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
+
+
+def output_kinds_arg(text: str) -> tuple[str, ...]:
+    try:
+        return parse_output_kinds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_outputs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outputs", type=output_kinds_arg, default=OUTPUT_KINDS, metavar="KINDS",
+                   help=f"which files to write per image, comma-separated from {','.join(OUTPUT_KINDS)} "
+                        "(default: all three; 'mask' alone is about twice as fast on large batches)")
 
 
 def list_inputs(input_dir: Path, output_dir: Path) -> list[Path]:
@@ -73,20 +87,23 @@ def error_row(image_id: str, file: Path, message: str) -> dict:
             "lesion_fraction": "", "threshold": "", "status": "error", "error": message}
 
 
-def process_image(predictor: Predictor, file: Path, out_dir: Path, image_id: str,
-                  threshold: float | None) -> tuple[dict, dict[str, Path]]:
+def process_image(predictor: Predictor, file: Path, out_dir: Path, image_id: str, threshold: float | None,
+                  kinds: tuple[str, ...] = OUTPUT_KINDS) -> tuple[dict, dict[str, Path]]:
     """Predict one file and write its outputs. ImageLoadError for a bad image, OSError for a failed write."""
     rgb, pred = predictor.predict_file(file, threshold=threshold)
-    paths = write_prediction_outputs(out_dir, image_id, rgb, pred)
+    paths = write_prediction_outputs(out_dir, image_id, rgb, pred, kinds)
     row = result_row(image_id, file, pred.mask.shape, pred.lesion_area_px, f"{pred.threshold:.4f}")
     return row, paths
 
 
-def existing_row(image_id: str, file: Path, out_dir: Path) -> dict | None:
+def existing_row(image_id: str, file: Path, out_dir: Path, kinds: tuple[str, ...] = OUTPUT_KINDS) -> dict | None:
     """A "skipped" row from outputs a previous run wrote, or None if they are incomplete or unreadable."""
-    paths = output_paths(out_dir, image_id)
+    paths = output_paths(out_dir, image_id, kinds)
     if not all(p.is_file() for p in paths.values()):
         return None
+    if "mask" not in paths:
+        # no mask asked for, so none to measure: the size and area stay blank
+        return {**error_row(image_id, file, ""), "status": "skipped"}
     try:
         mask = load_mask(paths["mask"])
     except ImageLoadError:
@@ -197,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     recorder = RowRecorder(rows, counts)
     try:
         for n, (image_id, file) in enumerate(zip(ids, files), 1):
-            row = existing_row(image_id, file, output_dir) if args.skip_existing else None
+            row = existing_row(image_id, file, output_dir, args.outputs) if args.skip_existing else None
             if row is not None:
                 recorder.add(row)
             else:
@@ -208,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
                     recorder.add(error_row(image_id, file, str(e)))
                 else:
                     row = result_row(image_id, file, pred.mask.shape, pred.lesion_area_px, f"{pred.threshold:.4f}")
-                    recorder.write_then_add(row, write_prediction_outputs, output_dir, image_id, rgb, pred)
+                    recorder.write_then_add(row, write_prediction_outputs, output_dir, image_id, rgb, pred,
+                                            args.outputs)
             if time.monotonic() - last > 10 or n % 100 == 0:
                 recorder.flush()
                 last = time.monotonic()

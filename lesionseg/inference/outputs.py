@@ -112,28 +112,46 @@ def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:
     return save_png(path, cv2.compare(a, np.zeros_like(a), cv2.CMP_NE))
 
 
-def output_paths(out_dir: str | os.PathLike, image_id: str) -> dict[str, Path]:
-    """{"mask", "overlay", "result"} -> ``<out_dir>/<id>_<kind>.png``."""
-    return {k: Path(out_dir) / f"{image_id}_{k}.png" for k in OUTPUT_KINDS}
+def parse_output_kinds(text: str) -> tuple[str, ...]:
+    """"mask,overlay" -> ("mask", "overlay") in OUTPUT_KINDS order; ValueError naming the valid kinds."""
+    kinds = {k.strip().lower() for k in text.split(",") if k.strip()}
+    unknown = sorted(kinds - set(OUTPUT_KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"unknown output kind(s) {', '.join(unknown) or '(none given)'}: choose from "
+                         f"{', '.join(OUTPUT_KINDS)}, comma-separated")
+    return tuple(k for k in OUTPUT_KINDS if k in kinds)
+
+
+def output_paths(out_dir: str | os.PathLike, image_id: str,
+                 kinds: tuple[str, ...] = OUTPUT_KINDS) -> dict[str, Path]:
+    """{"mask", "overlay", "result"} (or the ``kinds`` asked for) -> ``<out_dir>/<id>_<kind>.png``."""
+    return {k: Path(out_dir) / f"{image_id}_{k}.png" for k in kinds}
 
 
 def write_prediction_outputs(out_dir: str | os.PathLike, image_id: str, rgb: np.ndarray,
-                             pred: Prediction) -> dict[str, Path]:
-    """Write ``<id>_mask.png`` (0/255), ``<id>_overlay.png`` and ``<id>_result.png`` at the mask's size.
+                             pred: Prediction, kinds: tuple[str, ...] = OUTPUT_KINDS) -> dict[str, Path]:
+    """Write ``<id>_mask.png`` (0/255), ``<id>_overlay.png`` and ``<id>_result.png`` at the mask's size
+    (or only the ``kinds`` asked for).
 
-    ``rgb`` may be smaller than the mask (reduced-scale decoding); it is resized up to it.
+    ``rgb`` may be smaller than the mask (reduced-scale decoding); it is resized up to it, and only
+    when an overlay or result is asked for.
     """
-    paths = output_paths(out_dir, image_id)
-    full = _fit(np.asarray(rgb, dtype=np.uint8), pred.mask.shape)
-    ov = overlay(full, pred.mask)
-    # the three files are encoded and written concurrently; every write finishes before returning
-    jobs = [_pool().submit(save_png, paths["result"], side_by_side(full, ov, pred.mask)),
-            _pool().submit(save_png, paths["overlay"], ov)]
+    paths = output_paths(out_dir, image_id, kinds)
+    jobs = []
+    if "overlay" in paths or "result" in paths:
+        full = _fit(np.asarray(rgb, dtype=np.uint8), pred.mask.shape)
+        ov = overlay(full, pred.mask)
+        # the files are encoded and written concurrently; every write finishes before returning
+        if "result" in paths:
+            jobs.append(_pool().submit(save_png, paths["result"], side_by_side(full, ov, pred.mask)))
+        if "overlay" in paths:
+            jobs.append(_pool().submit(save_png, paths["overlay"], ov))
     errors = []
-    try:
-        save_mask_png(paths["mask"], pred.mask)
-    except OSError as e:
-        errors.append(e)
+    if "mask" in paths:
+        try:
+            save_mask_png(paths["mask"], pred.mask)
+        except OSError as e:
+            errors.append(e)
     for job in jobs:
         try:
             job.result()
