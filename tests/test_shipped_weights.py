@@ -51,6 +51,21 @@ def test_model_card_numbers_come_from_committed_evaluate_output() -> None:
         assert key in card, key
 
 
+def test_model_card_compares_a_second_seed_on_the_same_held_out_images() -> None:
+    runs = sorted((RECIPE / "other_seeds").glob("seed*/eval_test.json"))
+    assert runs, "record one: python scripts/record_seed_run.py outputs/<run trained with another --seed>"
+    shipped = json.loads((RECIPE / "eval_test.json").read_text())
+    card = (WEIGHTS / "README.md").read_text()
+    assert "## Run-to-run spread" in card
+    for path in runs:
+        other = json.loads(path.read_text())
+        info = json.loads((path.parent / "run_info.json").read_text())
+        assert info["seed"] != json.loads((RECIPE / "run_info.json").read_text())["seed"]
+        assert sorted(r["id"] for r in other["per_image"]) == sorted(r["id"] for r in shipped["per_image"])
+        assert f"{other['dice_mean']:.4f}" in card
+        assert f"Dice {other['dice_mean'] - shipped['dice_mean']:+.4f}" in card
+
+
 def test_evaluate_on_held_out_subset_keeps_dice_above_guard(real_data_dir: Path, tmp_path: Path) -> None:
     ids = (RECIPE / "test_ids.txt").read_text().split()[:N_GUARD]
     ids_file = tmp_path / "ids.txt"
