@@ -36,6 +36,16 @@ def _eager(model: torch.nn.Module, channels_last: bool, bf16: bool) -> Fn:
     return fn
 
 
+def _bf16_weights(model: torch.nn.Module) -> Fn:
+    """The model held in bf16 with channels_last, run eagerly (the project path without the trace)."""
+    m = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.sigmoid(m(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float())[:, 0]
+    return fn
+
+
 def _compiled(model: torch.nn.Module, bf16: bool) -> tuple[Fn, float]:
     """torch.compile (inductor) of the channels_last model; returns (fn, compile seconds)."""
     m = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
@@ -85,6 +95,7 @@ def forward_section(settings: Settings) -> dict[str, Any]:
     bf16 = ours.fast or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     if bf16:
         candidates.append(("bf16 autocast + channels_last", _eager(model, True, True), {}))
+        candidates.append(("bf16 weights + channels_last, eager", _bf16_weights(model), {}))
     try:
         onnx = Predictor(copy.deepcopy(model), backend="onnx")
         candidates.append(("ONNX Runtime fp32", _predictor_fn(onnx), {}))
@@ -123,7 +134,11 @@ def describe(pred: Predictor) -> str:
     """Short name of a Predictor's execution path."""
     if pred.onnx is not None:
         return "ONNX Runtime fp32"
-    return "bf16 autocast + channels_last" if pred.fast else "fp32 eager"
+    if not pred.fast:
+        return "fp32 eager"
+    if pred._cpu_bf16 is not None:  # noqa: SLF001 - which path the Predictor chose
+        return "bf16 weights + channels_last, TorchScript-frozen"
+    return "bf16/fp16 autocast + channels_last"
 
 
 def peak_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:

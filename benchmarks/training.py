@@ -57,7 +57,7 @@ def _targets(images: list[np.ndarray], settings: Settings) -> torch.Tensor:
 
 
 def training_section(settings: Settings) -> dict[str, Any]:
-    """Median step time of fp32 eager NCHW vs bf16 autocast + channels_last; seconds per epoch."""
+    """Median step time of fp32 eager NCHW vs the bf16 autocast variants; seconds per epoch."""
     images, source = real_images(settings, BATCH)
     ref = DSAttentionUNet()
     x = batch_of(images, ref)
@@ -66,8 +66,8 @@ def training_section(settings: Settings) -> dict[str, Any]:
         y = torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="nearest")
     bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     variants = [("fp32 eager NCHW (baseline)", False, False), ("fp32 channels_last", True, False)]
-    if bf16:
-        variants.append(("bf16 autocast + channels_last (project default)", True, True))
+    if bf16:  # the project's CPU default last: bf16 autocast in NCHW (channels_last slows GroupNorm backward)
+        variants += [("bf16 autocast + channels_last", True, True), ("bf16 autocast NCHW (project default)", False, True)]
     steps = {name: _step_fn(cl, use_bf16, x, y) for name, cl, use_bf16 in variants}
     timed = time_interleaved(steps, settings.iters(8, 1), warmup=settings.iters(2, 1))
     rows = []

@@ -5,8 +5,9 @@
 
 1. copies config.json + model.safetensors of the run's best model into weights/;
 2. copies the split (ID lists), training history and operating points into the recipe folder;
-3. runs `lesionseg evaluate` on the held-out test IDs, without and with flip TTA, writing
-   eval_test.json / eval_test_tta.json into the recipe folder (the card's numbers come from these);
+3. runs `lesionseg evaluate` on the held-out test IDs, without and with flip TTA and in exact fp32
+   (--no-fast), writing eval_test.json / eval_test_tta.json / eval_test_fp32.json into the recipe
+   folder (the card's numbers come from these);
 4. records run_info.json (command, epochs, wall time, hardware) and renders weights/README.md.
 """
 from __future__ import annotations
@@ -35,9 +36,9 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def evaluate(weights: Path, data_dir: str, ids: Path, out: Path, tta: bool) -> None:
+def evaluate(weights: Path, data_dir: str, ids: Path, out: Path, tta: bool, exact: bool = False) -> None:
     cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(weights), "--data-dir", data_dir,
-           "--ids", str(ids), "--json", str(out)] + (["--tta"] if tta else [])
+           "--ids", str(ids), "--json", str(out)] + (["--tta"] if tta else []) + (["--no-fast"] if exact else [])
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -68,6 +69,8 @@ def main() -> int:
     data_dir = cfg.get("data_dir")
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_tta.json", tta=True)
+    # the default path computes in bf16 where the CPU has it; the exact fp32 numbers sit beside it
+    evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_fp32.json", tta=False, exact=True)
 
     from lesionseg.models import DSAttentionUNet
 

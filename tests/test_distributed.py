@@ -17,7 +17,7 @@ from lesionseg.data.pairing import collect_pairs, resolve_data_dir
 from lesionseg.models import DSAttentionUNet
 from lesionseg.training.checkpoint import load_last
 from lesionseg.training.distributed import REQUIRED_VARS
-from lesionseg.training.loop import autocast_dtype, predict_probs, validation_metrics
+from lesionseg.training.loop import autocast_dtype, predict_probs, use_channels_last, validation_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = json.dumps({"encoder_channels": [8, 16, 32, 64], "decoder_channels": [32, 16, 8]})
@@ -65,13 +65,15 @@ def single_process_val_metrics(run: Path) -> dict[str, float]:
     cfg = state["config"]
     model = DSAttentionUNet(**state["model_config"])
     model.load_state_dict(state["model"])
-    model = model.to(memory_format=torch.channels_last)
+    device = torch.device("cpu")
+    dtype = autocast_dtype(device, cfg["amp"])
+    channels_last = use_channels_last(True, device, dtype)  # the loop's own choice
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     by_id = {p.id: p for p in collect_pairs(*resolve_data_dir(cfg["data_dir"]), cfg["mask_suffix"])}
     val_ds = LesionDataset([by_id[i] for i in cfg["_split"]["val"]], cfg["img_size"], None,
                            model.preprocess_mean, model.preprocess_std)
-    device = torch.device("cpu")
-    probs, masks, _ = predict_probs(model, DataLoader(val_ds, batch_size=16), device,
-                                    autocast_dtype(device, cfg["amp"]), True)
+    probs, masks, _ = predict_probs(model, DataLoader(val_ds, batch_size=16), device, dtype, channels_last)
     return validation_metrics(probs, masks)
 
 

@@ -180,14 +180,16 @@ class RowRecorder:
         self._pool.shutdown(wait=True)
 
 
-def _leave_a_core_for_writing(predictor: Predictor) -> None:
-    """On the CPU, run the model on one thread fewer than the cores (unless OMP_NUM_THREADS says
-    otherwise): the PNG writer threads get the last core instead of fighting the model's threads for
-    it (measured on 2 cores: 9 instead of 7 images/s; see benchmarks/results.md)."""
+def _leave_a_core_for_writing(predictor: Predictor, kinds: tuple[str, ...]) -> None:
+    """When overlays or side-by-side results are written on the CPU, run the model on one thread fewer
+    than the cores (unless OMP_NUM_THREADS says otherwise): encoding those full-size photo PNGs then
+    gets the last core instead of fighting the model's threads for it (2 cores: 14 instead of 10
+    images/s). Masks alone cost little to write, so the model keeps every core (28 instead of 18)."""
     import torch
 
     n = torch.get_num_threads()
-    if predictor.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and n > 1:
+    photos = "overlay" in kinds or "result" in kinds
+    if photos and predictor.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and n > 1:
         torch.set_num_threads(n - 1)
 
 
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         return code
 
     remove_stale_temp_files(output_dir)
-    _leave_a_core_for_writing(predictor)
+    _leave_a_core_for_writing(predictor, args.outputs)
     ids = assign_ids(files)
     rows: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}

@@ -21,6 +21,7 @@ import torch
 from ..data.io import ImageLoadError, load_image, read_image_size
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
+from .cpu_bf16 import FrozenBF16Runner, cpu_bf16_supported
 from .weights import default_weights_source, load_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,10 @@ class Predictor:
             self.onnx = runner_for(self.model, onnx_folder)
         self.backend = backend
         self.fast = bool(fast) and self.onnx is None and self._fast_supported()
-        if self.fast:
+        # CPU: bf16 weights, channels_last, frozen trace (cpu_bf16.py); CUDA: autocast + channels_last
+        self._cpu_bf16 = FrozenBF16Runner(self.model, self.img_size) if self.fast and self.device.type == "cpu" \
+            else None
+        if self.fast and self._cpu_bf16 is None:
             self.model = self.model.to(memory_format=torch.channels_last)
         log.debug("predictor on %s, img_size %d, threshold %.3f, fast=%s", self.device, self.img_size,
                   self.threshold, self.fast)
@@ -187,24 +191,22 @@ class Predictor:
     def _fast_supported(self) -> bool:
         if self.device.type == "cuda":
             return True
-        if self.device.type == "cpu":
-            check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-            return bool(check and check())
-        return False
+        return self.device.type == "cpu" and cpu_bf16_supported()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.fast:
+        if not self.fast or self.device.type != "cuda":
             return contextlib.nullcontext()
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised -> (B, S, S) float32 probabilities; one model call."""
         if self.onnx is not None:
             self.calls += 1
             return torch.sigmoid(torch.from_numpy(self.onnx(x.numpy())))[:, 0]
+        if self._cpu_bf16 is not None:
+            self.calls += 1
+            return torch.sigmoid(self._cpu_bf16(x))[:, 0]
         x = x.to(self.device, non_blocking=True)
         if self.fast:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -60,7 +60,9 @@ class DecoderStage(nn.Module):
         self.block = ConvBlock(skip_ch + out_ch, out_ch, norm_groups, activation)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.reduce(F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False))
+        # the 1x1 reduction (no bias) and bilinear upsampling are both linear, so they commute: reducing
+        # first gives the same result with 4x fewer multiply-adds and half the channels to upsample
+        up = F.interpolate(self.reduce(coarse), size=skip.shape[-2:], mode="bilinear", align_corners=False)
         if self.gate is not None:
             skip, _ = self.gate(skip, up)
         return self.block(torch.cat([skip, up], dim=1))

@@ -26,7 +26,7 @@ from ..utils.atomic import atomic_write_text
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
 from .distributed import Distributed
-from .epoch import Runtime, predict_probs, train_epoch, validate, validation_metrics
+from .epoch import Runtime, predict_probs, train_epoch, use_channels_last, validate, validation_metrics
 from .plots import plot_history, save_epoch_samples
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     ctx = ctx or Distributed(device=pick_device(cfg.device))
     main, device = ctx.is_main, ctx.device
     dtype = autocast_dtype(device, cfg.amp)
-    channels_last = cfg.channels_last and device.type != "mps"
+    channels_last = use_channels_last(cfg.channels_last, device, dtype)
     rt = Runtime(device, dtype, channels_last)
 
     # ---- output folders, laid out as the research code did (rank 0's timestamp names the run) ----

@@ -1,0 +1,70 @@
+"""The CPU fast path: the model held in bfloat16, channels_last, frozen by TorchScript.
+
+Measured on a 2-core avx512_bf16 CPU at 256 px, batch 1 (benchmarks/results.md): bf16 autocast
+re-casts the fp32 weights and casts activations around every convolution on every call; holding
+the weights in bf16 removes that (about 1.1x over autocast), and freezing a trace pre-packs the
+oneDNN convolution weights once instead of per call (about 1.1x more). Tracing takes ~0.2 s, not the
+30-60 s of ``torch.compile`` on this machine, so a process that predicts one image still gains.
+
+The trace is taken at one spatial size (the model's ``inference_img_size``, which the Predictor
+always feeds); the batch size may vary. Any other size runs the same bf16 weights eagerly, because
+the model's pad-to-stride step is Python control flow that a trace would freeze at one size.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import warnings
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def cpu_bf16_supported() -> bool:
+    """True where this CPU runs bf16 matrix products natively (avx512_bf16 / AMX)."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check())
+
+
+class FrozenBF16Runner:
+    """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits, computed in bf16.
+
+    ``model`` is copied; the caller's fp32 model is left as it was (the ``--no-fast`` path and the
+    training code use it). Thread-safe: the trace is built once, under a lock, on first use.
+    """
+
+    def __init__(self, model: torch.nn.Module, img_size: int):
+        self.size = int(img_size)
+        self.eager = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
+        self._frozen: torch.jit.ScriptModule | None = None
+        self._tried = False
+        self._lock = threading.Lock()
+
+    def _trace(self) -> None:
+        with self._lock:
+            if self._tried:
+                return
+            example = torch.zeros(1, 3, self.size, self.size, dtype=torch.bfloat16)
+            example = example.contiguous(memory_format=torch.channels_last)
+            try:
+                with warnings.catch_warnings():
+                    # torch.jit is marked deprecated in favour of torch.compile, which costs ~40 s of
+                    # compilation per process here; the trace's size-specific control flow is handled
+                    # by calling it only at the traced size
+                    warnings.simplefilter("ignore")
+                    with torch.inference_mode():
+                        self._frozen = torch.jit.freeze(torch.jit.trace(self.eager, example, check_trace=False))
+            except Exception as e:  # noqa: BLE001 - any tracing failure leaves the eager bf16 path working
+                log.warning("TorchScript freeze unavailable (%s); running the bf16 model eagerly", e)
+            self._tried = True
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        if not self._tried:
+            self._trace()
+        module = self._frozen if self._frozen is not None and tuple(x.shape[-2:]) == (self.size, self.size) \
+            else self.eager
+        with torch.inference_mode():
+            return module(x).float()
