@@ -63,11 +63,11 @@ SPREAD_KEYS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_me
                ("failure rate", "failure_rate")]
 
 
-def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: dict[str, tuple[dict, dict]]) -> str:
+def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tuple[dict, dict]]) -> str:
     """The shipped run beside the same recipe trained with other seeds, on the same held-out images."""
     columns = {f"seed {run.get('seed', '?')} (shipped)": shipped}
     notes = []
-    for info, result in seeds.values():
+    for info, result in seeds:
         name = f"seed {info.get('seed', '?')}"
         columns[name] = result
         diffs = ", ".join(f"{label} {result[key] - shipped[key]:+.4f}" for label, key in SPREAD_KEYS)
@@ -94,8 +94,8 @@ def render(recipe: Path, weights: Path) -> str:
                                      ("held-out test + flip TTA", _read(recipe / "eval_test_tta.json")),
                                      ("held-out test, exact fp32 (--no-fast)", _read(recipe / "eval_test_fp32.json"))]
              if r}
-    seeds = {d.name: (_read(d / "run_info.json") or {}, _read(d / "eval_test.json"))
-             for d in sorted((recipe / "other_seeds").glob("seed*")) if (d / "eval_test.json").is_file()}
+    seeds = [(_read(d / "run_info.json") or {}, _read(d / "eval_test.json"))
+             for d in sorted((recipe / "other_seeds").glob("seed*")) if (d / "eval_test.json").is_file()]
     th = config["inference_threshold"]
     chosen = next((p for p in config.get("inference_operating_points", []) if abs(p["threshold"] - th) < 1e-9), None)
     n_params = run.get("parameters")

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from ship_weights import ROOT, evaluate, render_card  # the sibling script: same evaluate call and card
 
 
 def main() -> int:
@@ -40,10 +39,7 @@ def main() -> int:
     out = recipe / "other_seeds" / f"seed{cfg['seed']}"
     out.mkdir(parents=True, exist_ok=True)
     best = run / "models" / "best_model"
-    cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(best), "--data-dir", cfg["data_dir"],
-           "--ids", str(recipe / "test_ids.txt"), "--json", str(out / "eval_test.json")]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    evaluate(best, cfg["data_dir"], recipe / "test_ids.txt", out / "eval_test.json", tta=False)
 
     shutil.copy2(run / "logs" / "metrics.jsonl", out / "training_history.jsonl")
     history = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -54,8 +50,7 @@ def main() -> int:
                        f"{(recipe / 'split.json').relative_to(ROOT).as_posix()} --seed {cfg['seed']} "
                        f"--run-name {run.name}"}
     (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
-    subprocess.run([sys.executable, "-m", "lesionseg.model_card", "--recipe", str(recipe.relative_to(ROOT)),
-                    "--weights", str(args.weights)], check=True, cwd=ROOT)
+    render_card(recipe, args.weights.resolve())
     return 0
 
 

@@ -43,6 +43,12 @@ def evaluate(weights: Path, data_dir: str, ids: Path, out: Path, tta: bool, exac
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+def render_card(recipe: Path, weights: Path) -> None:
+    """weights/README.md from the recipe folder's committed outputs (python -m lesionseg.model_card)."""
+    subprocess.run([sys.executable, "-m", "lesionseg.model_card", "--recipe", str(recipe.relative_to(ROOT)),
+                    "--weights", str(weights)], check=True, cwd=ROOT)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="training run folder (outputs/<run>)")
@@ -98,8 +104,7 @@ def main() -> int:
                            f"validation Dice."),
     }
     (recipe / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
-    subprocess.run([sys.executable, "-m", "lesionseg.model_card", "--recipe", str(recipe.relative_to(ROOT)),
-                    "--weights", str(weights)], check=True, cwd=ROOT)
+    render_card(recipe, weights)
     return 0
 
 
