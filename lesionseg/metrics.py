@@ -9,7 +9,7 @@ Empty cases are defined, not NaN:
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -76,12 +76,17 @@ def aggregate(per_image: Iterable[dict[str, float]],
 
 
 def operating_points(probs: list[np.ndarray], targets: list[np.ndarray],
-                     thresholds: Iterable[float] | None = None) -> list[dict[str, float]]:
-    """Per-image mean recall, precision and Dice at each threshold (default 0.05, 0.10, ..., 0.95)."""
+                     thresholds: Iterable[float] | None = None,
+                     mask_fn: Callable[[np.ndarray, float], np.ndarray] | None = None) -> list[dict[str, float]]:
+    """Per-image mean recall, precision and Dice at each threshold (default 0.05, 0.10, ..., 0.95).
+
+    ``mask_fn(prob, threshold)`` makes each mask (default ``prob >= threshold``), e.g. with the
+    model's clean-up, so that the points describe the masks users will get."""
     ths = [round(t, 2) for t in (thresholds if thresholds is not None else np.arange(0.05, 0.951, 0.05))]
+    cut = mask_fn or (lambda p, th: p >= th)
     out = []
     for th in ths:
-        rows = [image_metrics(p >= th, t) for p, t in zip(probs, targets)]
+        rows = [image_metrics(cut(p, th), t) for p, t in zip(probs, targets)]
         out.append({"threshold": float(th),
                     "recall": float(np.mean([r["recall"] for r in rows])),
                     "precision": float(np.mean([r["precision"] for r in rows])),

@@ -87,12 +87,27 @@ augmentation differ), evaluated the same way on the same held-out test images
 """
 
 
+def cleanup_bullet(config: dict) -> str:
+    fill = config.get("inference_fill_holes", True)
+    frac = config.get("inference_min_region_fraction", 0.1)
+    if not fill and not frac:
+        return ""
+    what = " and ".join(w for w in ("holes in the lesion are filled" if fill else "",
+                                    f"separate regions under {frac:.0%} of the largest one are dropped" if frac else "")
+                        if w)
+    return f"""
+- **Mask clean-up**: {what}, judged on the {config['inference_img_size']} px probability map
+  (`inference_fill_holes`, `inference_min_region_fraction` in `config.json`; `--no-cleanup` gives
+  raw masks). The operating points and the threshold are measured on the cleaned masks."""
+
+
 def render(recipe: Path, weights: Path) -> str:
     config = json.loads((weights / "config.json").read_text())
     run = _read(recipe / "run_info.json") or {}
     evals = {name: r for name, r in [("held-out test", _read(recipe / "eval_test.json")),
                                      ("held-out test + flip TTA", _read(recipe / "eval_test_tta.json")),
-                                     ("held-out test, exact fp32 (--no-fast)", _read(recipe / "eval_test_fp32.json"))]
+                                     ("held-out test, exact fp32 (--no-fast)", _read(recipe / "eval_test_fp32.json")),
+                                     ("held-out test, raw masks (--no-cleanup)", _read(recipe / "eval_test_raw.json"))]
              if r}
     seeds = [(_read(d / "run_info.json") or {}, _read(d / "eval_test.json"))
              for d in sorted((recipe / "other_seeds").glob("seed*")) if (d / "eval_test.json").is_file()]
@@ -126,7 +141,8 @@ own `train_cli.py`. It outlines the lesion in a dermoscopic photo; it does not d
   mask is resized back to the photo's own resolution.
 - **Default threshold {th:.2f}**, stored in `config.json` (`inference_threshold`), chosen on the
   validation part as the highest-precision threshold whose recall reaches {run.get('recall_target', 0.93)}""" +
-        (f" (validation recall {chosen['recall']:.4f}, precision {chosen['precision']:.4f})." if chosen else ".")]
+        (f" (validation recall {chosen['recall']:.4f}, precision {chosen['precision']:.4f})." if chosen else ".") +
+        cleanup_bullet(config)]
     parts.append(f"""
 ## Training data and split
 
@@ -143,7 +159,8 @@ tuning. The ID lists are in the recipe folder `{recipe.as_posix()}/` of the lesi
 ```
 
 {run.get('recipe_summary', '')}
-Epochs: {run.get('epochs', '?')}; wall time {run.get('wall_minutes', '?')} min on {run.get('hardware', '?')}.
+Epochs: {run.get('epochs', '?')}; wall time {run.get('wall_minutes', '?')} min on {run.get('hardware', '?')}{
+    f"; {run['wall_note']}" if run.get('wall_note') else ''}.
 """)
     if evals:
         parts.append(f"""## Results on the held-out test part

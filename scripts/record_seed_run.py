@@ -5,7 +5,8 @@
 
 The run must use the shipped split (``--split-file configs/isic2017_256/split.json``) so both runs are
 measured on the same held-out images. Writes ``<recipe>/other_seeds/seed<N>/``: ``eval_test.json``
-(``lesionseg evaluate`` on the held-out test IDs at that run's own tuned threshold),
+(``lesionseg evaluate`` on the held-out test IDs at that run's own threshold, re-tuned with the
+clean-up exactly as ship_weights.py does for the shipped model),
 ``training_history.jsonl`` and ``run_info.json``; then re-renders ``weights/README.md``.
 """
 from __future__ import annotations
@@ -14,11 +15,12 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from ship_weights import ROOT, evaluate, render_card  # the sibling script: same evaluate call and card
+from ship_weights import ROOT, evaluate, render_card, retune_threshold  # same steps as the shipped model
 
 
 def main() -> int:
@@ -38,12 +40,16 @@ def main() -> int:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     out = recipe / "other_seeds" / f"seed{cfg['seed']}"
     out.mkdir(parents=True, exist_ok=True)
-    best = run / "models" / "best_model"
-    evaluate(best, cfg["data_dir"], recipe / "test_ids.txt", out / "eval_test.json", tta=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        best = Path(tmp)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy2(run / "models" / "best_model" / name, best / name)
+        retune_threshold(best, cfg["data_dir"], recipe / "val_ids.txt", cfg["recall_target"], best / "points.json")
+        evaluate(best, cfg["data_dir"], recipe / "test_ids.txt", out / "eval_test.json", tta=False)
+        threshold = json.loads((best / "config.json").read_text())["inference_threshold"]
 
     shutil.copy2(run / "logs" / "metrics.jsonl", out / "training_history.jsonl")
     history = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
-    threshold = json.loads((best / "config.json").read_text())["inference_threshold"]
     info = {"seed": cfg["seed"], "epochs": len(history), "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
             "best_val_dice_at_0.5": max(h["val_dice"] for h in history), "threshold": threshold,
             "command": f"python train_cli.py --config configs/isic2017_256.yaml --split-file "

@@ -257,6 +257,38 @@ def test_cli_predict_outputs_choice_writes_only_those_files(weights: Path, tmp_p
     assert rc == 0 and [f.name for f in (tmp_path / "one").iterdir()] == ["a_result.png"]
 
 
+def test_cli_predict_images_side_by_side_match_one_at_a_time(weights: Path, tmp_path: Path, capsys) -> None:
+    """--jobs 3 (three images in flight, each on its own thread) writes the same bytes and the same
+    CSV, in input order, as --jobs 1, including the bad file's error row and --skip-existing rows."""
+    src = _folder_with_a_bad_file(tmp_path)
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        Image.fromarray(disc_image(rng, 90 + 13 * i, 120 - 7 * i)[0]).save(src / f"z{i}.png")
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert main(["predict", "--weights", str(weights), "--input_dir", str(src), "--output_dir", str(one),
+                 "--jobs", "1"]) == 1
+    assert main(["predict", "--weights", str(weights), "--input_dir", str(src), "--output_dir", str(three),
+                 "--jobs", "3"]) == 1
+    with open(one / "predictions.csv") as a, open(three / "predictions.csv") as b:
+        assert a.read() == b.read()  # row order included
+    names = sorted(f.name for f in one.iterdir())
+    assert names == sorted(f.name for f in three.iterdir()) and len(names) == 9 * 3 + 1
+    for name in names:
+        assert (one / name).read_bytes() == (three / name).read_bytes(), name
+
+    (three / "z3_mask.png").unlink()  # one image to redo, the rest skipped, still in order
+    assert main(["predict", "--weights", str(weights), "--input_dir", str(src), "--output_dir", str(three),
+                 "--jobs", "3", "--skip-existing"]) == 1
+    rows = list(_csv(three / "predictions.csv").values())
+    assert [r["id"] for r in rows] == [r["id"] for r in _csv(one / "predictions.csv").values()]
+    assert [r["status"] for r in rows].count("ok") == 1 and rows[-3]["id"] == "z3" and rows[-3]["status"] == "ok"
+    assert (three / "z3_mask.png").read_bytes() == (one / "z3_mask.png").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--input_dir", str(src), "--output_dir", str(one), "--jobs", "0"])
+    assert exc.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
 def test_cli_predict_exit_codes(weights: Path, tmp_path: Path, capsys) -> None:
     src = _folder_with_a_bad_file(tmp_path)
     (src / "bad.jpg").unlink()

@@ -84,13 +84,17 @@ def predictor(disc_model: DSAttentionUNet) -> Predictor:
 @pytest.mark.parametrize("hw", [(250, 333), (1, 7), (64, 64), (517, 91)])
 def test_output_size_equals_input(random_model: DSAttentionUNet, hw: tuple[int, int]) -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
-    p = Predictor(random_model, fast=False).predict(rgb)
+    p = Predictor(random_model, fast=False, cleanup=False).predict(rgb)
     assert p.prob.shape == hw and p.mask.shape == hw
     assert p.prob.dtype == np.float32 and p.mask.dtype == np.uint8
     assert 0.0 <= p.prob.min() and p.prob.max() <= 1.0
     assert set(np.unique(p.mask)) <= {0, 1}
     assert np.array_equal(p.mask, (p.prob >= p.threshold).astype(np.uint8))
     assert p.uncertainty is None
+    # with the clean-up (the default) the probabilities are the same and the mask is the cleaned cut
+    q = Predictor(random_model, fast=False).predict(rgb)
+    assert np.array_equal(q.prob, p.prob) and q.mask.shape == hw
+    assert np.array_equal(q.mask, q.mask_at(hw)) and np.array_equal(q.with_threshold(q.threshold).mask, q.mask)
 
 
 def test_preprocessing_equals_training(random_model: DSAttentionUNet) -> None:

@@ -39,7 +39,7 @@ def positive_int(text: str) -> int:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--weights (aliases --model_path / --model-path), --revision, --device, --use_gpu, --tta,
-    --threshold, --img_size, --allow-pickle, --no-fast, --max-pixels, --backend."""
+    --threshold, --img_size, --allow-pickle, --no-fast, --no-cleanup, --max-pixels, --backend."""
     from ..data.io import BUILTIN_MAX_PIXELS, MAX_PIXELS_ENV
     from ..inference.weights import default_weights_source
 
@@ -59,6 +59,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="also load .pth/.pt/.bin checkpoints (weights-only); only for files you trust")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="disable bf16/fp16 autocast (exact fp32 inference)")
+    p.add_argument("--no-cleanup", dest="cleanup", action="store_false",
+                   help="raw masks: keep holes and small separate regions (by default the model's clean-up "
+                        "fills holes and drops regions under 10%% of the largest)")
     p.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=positive_int, default=None, metavar="N",
                    help=f"refuse images of more than N pixels before decoding them (default: ${MAX_PIXELS_ENV}, "
                         f"else {BUILTIN_MAX_PIXELS:_})")
@@ -107,7 +110,7 @@ def load_predictor(args: argparse.Namespace):
 
     pred = Predictor.from_weights(args.weights, revision=args.revision, device=cli_device(args), tta=args.tta,
                                   allow_pickle=args.allow_pickle, fast=args.fast,
-                                  backend=getattr(args, "backend", "torch"))
+                                  backend=getattr(args, "backend", "torch"), cleanup=getattr(args, "cleanup", True))
     if args.img_size is not None and args.img_size != pred.img_size:
         log.warning("--img_size %d ignored: the model was trained at %d px and is run at that size",
                     args.img_size, pred.img_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import logging
 import os
@@ -18,9 +19,10 @@ from pathlib import Path
 
 from ..data.io import IMAGE_EXTENSIONS, ImageLoadError, is_image_file, load_mask
 from ..inference.outputs import OUTPUT_KINDS, output_paths, parse_output_kinds, write_prediction_outputs
+from ..inference.parallel import image_workers, ordered_map
 from ..inference.predictor import Predictor
 from ..utils.atomic import atomic_write_text
-from .common import add_model_args, error, writable_output_and_predictor
+from .common import add_model_args, error, positive_int, writable_output_and_predictor
 from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PARTIAL
 
 log = logging.getLogger("lesionseg.predict")
@@ -39,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-existing", "--skip_existing", dest="skip_existing", action="store_true",
                    help="skip images whose requested outputs already exist")
     add_outputs_arg(p)
+    p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                   help="images predicted side by side, each on one thread (default: one per CPU thread "
+                        "on the CPU, 1 on a GPU or with --backend onnx)")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -180,17 +185,16 @@ class RowRecorder:
         self._pool.shutdown(wait=True)
 
 
-def _leave_a_core_for_writing(predictor: Predictor, kinds: tuple[str, ...]) -> None:
-    """When overlays or side-by-side results are written on the CPU, run the model on one thread fewer
-    than the cores (unless OMP_NUM_THREADS says otherwise): encoding those full-size photo PNGs then
-    gets the last core instead of fighting the model's threads for it (2 cores: 14 instead of 10
-    images/s). Masks alone cost little to write, so the model keeps every core (28 instead of 18)."""
-    import torch
-
-    n = torch.get_num_threads()
-    photos = "overlay" in kinds or "result" in kinds
-    if photos and predictor.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and n > 1:
-        torch.set_num_threads(n - 1)
+def predict_or_skip(predictor: Predictor, out_dir: Path, kinds: tuple[str, ...], skip_existing: bool,
+                    threshold: float | None, image_id: str, file: Path) -> tuple[dict | None, object, object]:
+    """(skipped row, None, None) when ``skip_existing`` finds complete outputs, else (None, rgb, Prediction).
+    Raises ImageLoadError for a bad image. Runs in a worker thread (see inference/parallel.py)."""
+    if skip_existing:
+        row = existing_row(image_id, file, out_dir, kinds)
+        if row is not None:
+            return row, None, None
+    rgb, pred = predictor.predict_file(file, threshold=threshold)
+    return None, rgb, pred
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,24 +211,24 @@ def run(args: argparse.Namespace) -> int:
         return code
 
     remove_stale_temp_files(output_dir)
-    _leave_a_core_for_writing(predictor, args.outputs)
     ids = assign_ids(files)
     rows: list[dict] = []
     counts = {"ok": 0, "error": 0, "skipped": 0}
     csv_path = output_dir / CSV_NAME
     start = last = time.monotonic()
     recorder = RowRecorder(rows, counts)
+    work = functools.partial(predict_or_skip, predictor, output_dir, args.outputs, args.skip_existing, args.threshold)
+    jobs = ordered_map(work, zip(ids, files), args.jobs or image_workers(predictor))
     try:
-        for n, (image_id, file) in enumerate(zip(ids, files), 1):
-            row = existing_row(image_id, file, output_dir, args.outputs) if args.skip_existing else None
-            if row is not None:
-                recorder.add(row)
+        for n, ((image_id, file), job) in enumerate(jobs, 1):
+            try:
+                row, rgb, pred = job.result()
+            except ImageLoadError as e:
+                log.error("%s", e)
+                recorder.add(error_row(image_id, file, str(e)))
             else:
-                try:
-                    rgb, pred = predictor.predict_file(file, threshold=args.threshold)
-                except ImageLoadError as e:
-                    log.error("%s", e)
-                    recorder.add(error_row(image_id, file, str(e)))
+                if row is not None:
+                    recorder.add(row)
                 else:
                     row = result_row(image_id, file, pred.mask.shape, pred.lesion_area_px, f"{pred.threshold:.4f}")
                     recorder.write_then_add(row, write_prediction_outputs, output_dir, image_id, rgb, pred,
@@ -251,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
             pass
         raise
     finally:
+        jobs.close()  # cancels predictions not yet started, waits for those running
         recorder.close()
     print(f"{counts['ok']} predicted, {counts['skipped']} skipped, {counts['error']} failed "
           f"in {time.monotonic() - start:.1f} s; summary: {csv_path}")

@@ -3,7 +3,8 @@
 Pipeline per image: resize to ``img_size`` x ``img_size`` (:func:`resize_rgb`), normalise with the
 model's mean / std (:func:`normalize`), forward, sigmoid, resize the probability map back to the
 image's own (H, W). Thresholding is separate from the forward pass, so moving the threshold
-(:meth:`Prediction.with_threshold`) never runs the model again.
+(:meth:`Prediction.with_threshold`) never runs the model again. The mask is cut after the model's
+clean-up (holes filled, specks dropped; see postprocess.py) unless the Predictor is told otherwise.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..data.io import ImageLoadError, load_image, read_image_size
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
 from .cpu_bf16 import FrozenBF16Runner, cpu_bf16_supported
+from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
 from .weights import default_weights_source, load_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -34,21 +36,32 @@ _ORIENTATION_TAG = 0x0112
 
 @dataclass
 class Prediction:
-    """One image's result, all arrays at the same (H, W).
+    """One image's result, all full-size arrays at the same (H, W).
 
-    prob: (H, W) float32 in [0, 1]; mask: (H, W) uint8 {0, 1} = prob >= threshold;
-    uncertainty: (H, W) float32 in [0, 1], max - min over the flip-TTA predictions (None without TTA).
+    prob: (H, W) float32 in [0, 1]; mask: (H, W) uint8 {0, 1}: ``prob >= threshold`` after
+    ``cleanup``; uncertainty: (H, W) float32 in [0, 1], max - min over the flip-TTA predictions
+    (None without TTA); lowres: (S, S) probabilities at the model's resolution, where the clean-up
+    judges regions (None: the mask is ``prob >= threshold`` as it is).
     """
 
     prob: np.ndarray
     mask: np.ndarray
     threshold: float
     uncertainty: np.ndarray | None = None
+    lowres: np.ndarray | None = None
+    cleanup: MaskCleanup = NO_CLEANUP
+
+    def mask_at(self, size: tuple[int, int], t: float | None = None) -> np.ndarray:
+        """(H', W') = ``size`` uint8 {0, 1} mask cut at ``t`` (default: this prediction's threshold)."""
+        t = self.threshold if t is None else _check_threshold(t)
+        cleaned = self.cleanup.apply(self.lowres, t) if self.lowres is not None else None
+        return binarize(resize_prob(self.prob if cleaned is None else cleaned, tuple(size)), t)
 
     def with_threshold(self, t: float) -> "Prediction":
         """The same prediction cut at another threshold; no model call."""
         t = _check_threshold(t)
-        return Prediction(self.prob, binarize(self.prob, t), t, self.uncertainty)
+        return Prediction(self.prob, self.mask_at(self.prob.shape, t), t, self.uncertainty, self.lowres,
+                          self.cleanup)
 
     @property
     def lesion_area_px(self) -> int:
@@ -57,6 +70,16 @@ class Prediction:
     @property
     def lesion_fraction(self) -> float:
         return self.lesion_area_px / self.mask.size if self.mask.size else 0.0
+
+
+def make_prediction(lowres: np.ndarray, size: tuple[int, int], t: float, cleanup: MaskCleanup = NO_CLEANUP,
+                    lowres_uncertainty: np.ndarray | None = None) -> Prediction:
+    """Model-resolution (S, S) probabilities -> :class:`Prediction` at ``size`` (H, W), cut at ``t``."""
+    prob = resize_prob(lowres, size)
+    cleaned = cleanup.apply(lowres, t)
+    mask = binarize(prob if cleaned is None else resize_prob(cleaned, size), t)
+    unc = resize_prob(lowres_uncertainty, size) if lowres_uncertainty is not None else None
+    return Prediction(prob, mask, t, unc, lowres, cleanup)
 
 
 def binarize(prob: np.ndarray, t: float) -> np.ndarray:
@@ -142,7 +165,8 @@ class Predictor:
     """Model + preprocessing + threshold. ``calls`` counts model forward passes."""
 
     def __init__(self, model: DSAttentionUNet, device: str | torch.device = "cpu", tta: bool = False,
-                 fast: bool = True, batch_size: int = 8, backend: str = "torch", onnx_folder: str | None = None):
+                 fast: bool = True, batch_size: int = 8, backend: str = "torch", onnx_folder: str | None = None,
+                 cleanup: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         self.device = resolve_device(device)
@@ -151,6 +175,7 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.threshold: float = float(model.inference_threshold)
         self.operating_points: list[dict] = list(model.inference_operating_points)
+        self.cleanup: MaskCleanup = cleanup_of(model) if cleanup else NO_CLEANUP
         self.img_size: int = int(model.inference_img_size)
         self.mean: list[float] = list(model.preprocess_mean)
         self.std: list[float] = list(model.preprocess_std)
@@ -176,7 +201,7 @@ class Predictor:
     @classmethod
     def from_weights(cls, source: str | Path | None = None, revision: str | None = None,
                      device: str | torch.device = "auto", tta: bool = False, allow_pickle: bool = False,
-                     fast: bool = True, backend: str = "torch") -> "Predictor":
+                     fast: bool = True, backend: str = "torch", cleanup: bool = True) -> "Predictor":
         """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights.
 
         ``backend="onnx"`` uses ``model.onnx`` beside local weights when it was exported from them."""
@@ -184,7 +209,7 @@ class Predictor:
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)
         path = Path(str(source if source is not None else default_weights_source())).expanduser()
         folder = str(path if path.is_dir() else path.parent) if path.exists() else None
-        pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend, onnx_folder=folder)
+        pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend, onnx_folder=folder, cleanup=cleanup)
         pred.source = str(source) if source is not None else None
         return pred
 
@@ -254,9 +279,7 @@ class Predictor:
             batch = np.stack([normalize(resize_rgb(im, self.img_size), self.mean, self.std) for im in images[sl]])
             probs, uncs = self._probs(batch, use_tta)
             for j, size in enumerate(targets[sl]):
-                prob = resize_prob(probs[j], size)
-                unc = resize_prob(uncs[j], size) if uncs is not None else None
-                out.append(Prediction(prob, binarize(prob, t), t, unc))
+                out.append(make_prediction(probs[j], size, t, self.cleanup, uncs[j] if uncs is not None else None))
         return out
 
     def predict(self, rgb: np.ndarray, threshold: float | None = None, tta: bool | None = None) -> Prediction:

@@ -119,6 +119,8 @@ class DSAttentionUNet(
         inference_img_size: square side the model was trained at; images are resized to it.
         inference_threshold: default probability threshold (tuned for recall on validation data).
         inference_operating_points: list of ``{"threshold", "recall", "precision"}`` on validation.
+        inference_fill_holes, inference_min_region_fraction: mask clean-up applied by the Predictor
+            (fill enclosed holes; drop regions smaller than this fraction of the largest region).
         preprocess_mean, preprocess_std: per-channel normalisation of [0, 1] RGB input.
 
     ``forward`` shapes: (B, C_in, H, W) -> logits (B, out_channels, H, W) in eval mode, any H, W
@@ -141,6 +143,8 @@ class DSAttentionUNet(
         inference_img_size: int = 256,
         inference_threshold: float = 0.5,
         inference_operating_points: list[dict[str, float]] | None = None,
+        inference_fill_holes: bool = True,
+        inference_min_region_fraction: float = 0.1,
         preprocess_mean: Sequence[float] = (0.485, 0.456, 0.406),
         preprocess_std: Sequence[float] = (0.229, 0.224, 0.225),
     ):
@@ -149,12 +153,16 @@ class DSAttentionUNet(
             raise ValueError(f"encoder_channels needs 4 to 6 levels, got {len(encoder_channels)}")
         if not 0.0 < inference_threshold < 1.0:
             raise ValueError(f"inference_threshold must lie in (0, 1), got {inference_threshold}")
+        if not 0.0 <= inference_min_region_fraction <= 1.0:
+            raise ValueError(f"inference_min_region_fraction must lie in [0, 1], got {inference_min_region_fraction}")
         self.encoder_channels = list(encoder_channels)
         self.decoder_channels = list(decoder_channels)
         self.deep_supervision = deep_supervision
         self.inference_img_size = int(inference_img_size)
         self.inference_threshold = float(inference_threshold)
         self.inference_operating_points = list(inference_operating_points or [])
+        self.inference_fill_holes = bool(inference_fill_holes)
+        self.inference_min_region_fraction = float(inference_min_region_fraction)
         self.preprocess_mean = [float(v) for v in preprocess_mean]
         self.preprocess_std = [float(v) for v in preprocess_std]
         self.stride = 2 ** (len(encoder_channels) - 1)

@@ -21,6 +21,7 @@ from ..data.split import load_split, make_split, save_split
 from ..data.transforms import train_transform
 from ..losses import get_loss
 from ..metrics import choose_threshold, operating_points
+from ..postprocess import cleanup_of
 from ..models import DSAttentionUNet
 from ..utils.atomic import atomic_write_text
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
@@ -284,7 +285,7 @@ def _tune_threshold(models_dir: Path, model_kwargs: dict[str, Any], val_loader: 
     if rt.channels_last:
         best = best.to(memory_format=torch.channels_last)
     probs, masks, _ = predict_probs(best, val_loader, rt.device, rt.dtype, rt.channels_last)
-    points = operating_points(probs, masks)
+    points = operating_points(probs, masks, mask_fn=cleanup_of(best).mask)  # the masks users will get
     chosen = choose_threshold(points, recall_target)
     log.info("threshold %.2f: val recall %.4f precision %.4f (recall target %.2f)", chosen["threshold"],
              chosen["recall"], chosen["precision"], recall_target)

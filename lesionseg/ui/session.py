@@ -17,7 +17,8 @@ import numpy as np
 
 from ..data.io import ImageLoadError, load_image
 from ..inference.outputs import overlay, save_png
-from ..inference.predictor import Prediction, Predictor, resize_prob
+from ..postprocess import NO_CLEANUP, MaskCleanup
+from ..inference.predictor import Prediction, Predictor, make_prediction
 from ..utils.atomic import atomic_path
 from . import operating_points
 from .measurements import measure
@@ -44,6 +45,7 @@ class ImageResult:
     default_threshold: float
     operating_points: list[dict]
     path: str | None = None
+    cleanup: MaskCleanup = NO_CLEANUP
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -60,9 +62,7 @@ class ImageResult:
         ``uncertainty=False`` skips resizing the uncertainty map (None in the result).
         """
         t = self.default_threshold if threshold is None else float(threshold)
-        prob = resize_prob(self.prob, size)
-        unc = resize_prob(self.uncertainty, size) if uncertainty and self.uncertainty is not None else None
-        return Prediction(prob, (prob >= t).astype(np.uint8), t, unc)
+        return make_prediction(self.prob, size, t, self.cleanup, self.uncertainty if uncertainty else None)
 
 
 def segment_file(predictor: Predictor, path: str | os.PathLike, tta: bool = True,
@@ -89,7 +89,7 @@ def _segment(predictor: Predictor, rgb: np.ndarray, full_size: tuple[int, int], 
                             fit_size(*full_size, DISPLAY_MAX_SIDE))
     return ImageResult(name=name, full_size=(int(full_size[0]), int(full_size[1])), rgb=display[..., :3],
                        prob=raw.prob, uncertainty=raw.uncertainty, default_threshold=float(predictor.threshold),
-                       operating_points=list(predictor.operating_points), path=path)
+                       operating_points=list(predictor.operating_points), path=path, cleanup=predictor.cleanup)
 
 
 def measurements(result: ImageResult, threshold: float, mm_per_px: float | None = None) -> dict:

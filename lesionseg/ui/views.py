@@ -84,8 +84,7 @@ def render_views(rgb: np.ndarray, prediction: Prediction, threshold: float | Non
     """
     size = fit_size(*prediction.prob.shape[:2], max_side)
     prob = resize_prob(prediction.prob, size)
-    t = prediction.threshold if threshold is None else float(threshold)
-    mask = (prob >= t).astype(np.uint8)
+    mask = prediction.mask_at(size, threshold)
     small = resize_rgb_to(np.asarray(rgb, dtype=np.uint8), size)
     unc = resize_prob(prediction.uncertainty, size) if prediction.uncertainty is not None else None
     views = mask_views(small, mask)

@@ -1,0 +1,62 @@
+"""Fast lossless PNG encoding of photo-like images.
+
+OpenCV's libpng spends most of its time in zlib: a 3072 x 768 side-by-side result costs ~32 ms at
+zlib level 1. PNG's own format is simple (a filter byte per row, one deflate stream, CRC'd chunks),
+so here the rows are filtered with numpy (the "Up" filter: each row minus the row above, mod 256)
+and deflated by Intel's ISA-L (``isal``), which on this CPU encodes the same image in ~10 ms and to a
+smaller file. The pixels decode to exactly the input (tested against OpenCV and Pillow decoders).
+Where ``isal`` is not installed, :func:`encode_png` returns None and callers use OpenCV.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+try:
+    from isal import isal_zlib
+except ImportError:  # pragma: no cover - isal is in requirements.txt; OpenCV remains the fallback
+    isal_zlib = None
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (gray, RGB, RGBA)
+_FILTER_NONE, _FILTER_UP = 0, 2
+
+
+def available() -> bool:
+    return isal_zlib is not None
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def filtered_rows(a: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) uint8 -> (H, 1 + W*C) uint8 scanlines, each led by its filter byte: row 0
+    unfiltered, every other row "Up"-filtered (smooth photos compress better as row differences)."""
+    h = a.shape[0]
+    flat = np.ascontiguousarray(a).reshape(h, -1)
+    raw = np.empty((h, flat.shape[1] + 1), dtype=np.uint8)
+    raw[:, 0] = _FILTER_UP
+    raw[0, 0] = _FILTER_NONE
+    raw[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=raw[1:, 1:])  # uint8 arithmetic wraps mod 256, as PNG defines
+    return raw
+
+
+def encode_png(array: np.ndarray, level: int = 1) -> bytes | None:
+    """(H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA uint8 -> PNG bytes; None without ``isal``.
+
+    ``level``: ISA-L deflate level 0-3 (1: fast and about 30% smaller than OpenCV's level 1 on photos).
+    """
+    if isal_zlib is None:
+        return None
+    a = np.asarray(array)
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    if a.dtype != np.uint8 or channels not in _COLOR_TYPES or a.ndim not in (2, 3) or a.size == 0:
+        raise ValueError(f"cannot encode array of dtype {a.dtype} and shape {a.shape} as PNG")
+    h, w = a.shape[:2]
+    header = struct.pack(">IIBBBBB", w, h, 8, _COLOR_TYPES[channels], 0, 0, 0)
+    data = isal_zlib.compress(filtered_rows(a).data, level)
+    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
