@@ -77,8 +77,9 @@ def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tupl
                      f"{result['threshold']:.2f}. Difference from the shipped run: {diffs}.")
     return f"""## Run-to-run spread
 
-The same recipe and split trained again with another seed (initialisation, shuffling and
-augmentation differ), evaluated the same way on the same held-out test images
+The same split trained again with another seed (initialisation, shuffling and augmentation
+differ; the recipe is the shipped one unless its epochs below differ), with its own threshold
+tuned by the same rule and evaluated the same way on the same held-out test images
 (`{recipe.as_posix()}/other_seeds/*/eval_test.json`):
 
 {chr(10).join(notes)}

@@ -238,6 +238,18 @@ def test_write_prediction_outputs(tmp_path: Path, predictor: Predictor) -> None:
     assert sorted(f.name for f in (tmp_path / "out").iterdir()) == sorted(q.name for q in paths.values())
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (97, 131)])
+def test_overlay_blend_equals_pixel_by_pixel_reference(shape) -> None:
+    rng = np.random.default_rng(shape[1])
+    rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    mask = (rng.random(shape) < 0.4).astype(bool)  # bool or {0, 1} masks alike
+    out = overlay(rgb, mask, outline=False)
+    color, alpha = np.array([255, 64, 0], np.float32), 0.35
+    ref = rgb.copy()
+    ref[mask] = np.round(rgb[mask].astype(np.float32) * (1 - alpha) + color * alpha).astype(np.uint8)
+    assert np.array_equal(out, ref)
+
+
 def test_overlay_only_touches_the_lesion() -> None:
     rgb = np.full((50, 60, 3), 100, np.uint8)
     mask = np.zeros((50, 60), np.uint8)

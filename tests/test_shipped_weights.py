@@ -33,6 +33,19 @@ def test_shipped_weights_load_strictly_with_a_tuned_threshold() -> None:
     assert not list(WEIGHTS.glob("*.pth")) and not list(WEIGHTS.glob("*.bin"))
 
 
+def test_shipped_operating_points_describe_the_cleaned_masks_users_get() -> None:
+    cfg = json.loads((WEIGHTS / "config.json").read_text())
+    tuned = json.loads((RECIPE / "operating_points.json").read_text())
+    assert tuned["cleanup"] == {"fill_holes": cfg["inference_fill_holes"],
+                                "min_region_fraction": cfg["inference_min_region_fraction"]}
+    assert tuned["points"] == cfg["inference_operating_points"]
+    assert tuned["chosen"]["threshold"] == cfg["inference_threshold"]
+    raw = json.loads((RECIPE / "eval_test_raw.json").read_text())  # the card's --no-cleanup column
+    cleaned = json.loads((RECIPE / "eval_test.json").read_text())
+    assert raw["threshold"] == cleaned["threshold"] and raw["n_images"] == cleaned["n_images"]
+    assert "Mask clean-up" in (WEIGHTS / "README.md").read_text()
+
+
 def test_held_out_ids_are_committed_and_disjoint_from_training() -> None:
     split = json.loads((RECIPE / "split.json").read_text())
     test_ids = (RECIPE / "test_ids.txt").read_text().split()
