@@ -118,10 +118,11 @@ def render(res: dict[str, Any]) -> str:
     lines += ["## 5. Batch: `lesionseg predict` over 1024x768 JPEGs", "",
               f"Made from {t['source']}; by default each image writes mask, overlay and side-by-side PNGs "
               "(`--outputs mask`: the mask PNG only). images/s counts "
-              "the processing loop; 'incl. start' adds process start and model loading.", ""]
-    lines += _table(["command", "images", "loop s", "images/s", "images/s incl. start", "note"],
-                    [[r["mode"], r["images"], _f(r.get("loop_s")), _f(r.get("images_per_s")),
-                      _f(r.get("images_per_s_wall")), r.get("error", "")] for r in t["rows"]])
+              "the processing loop; 'incl. start' adds process start and model loading. The first two "
+              "commands alternate for several rounds: the median round is shown, with the range.", ""]
+    lines += _table(["command", "images", "rounds", "loop s", "images/s", "range", "images/s incl. start", "note"],
+                    [[r["mode"], r["images"], r.get("rounds", 1), _f(r.get("loop_s")), _f(r.get("images_per_s")),
+                      r.get("range", ""), _f(r.get("images_per_s_wall")), r.get("error", "")] for r in t["rows"]])
 
     tr = res["training"]
     lines += ["## 6. Training step, 256x256, batch 8", "",

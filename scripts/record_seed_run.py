@@ -50,11 +50,13 @@ def main() -> int:
 
     shutil.copy2(run / "logs" / "metrics.jsonl", out / "training_history.jsonl")
     history = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    recipe_epochs = yaml.safe_load((ROOT / "configs/isic2017_256.yaml").read_text())["epochs"]
+    epochs_flag = f" --epochs {cfg['epochs']}" if cfg["epochs"] != recipe_epochs else ""  # an earlier recipe
     info = {"seed": cfg["seed"], "epochs": len(history), "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
             "best_val_dice_at_0.5": max(h["val_dice"] for h in history), "threshold": threshold,
             "command": f"python train_cli.py --config configs/isic2017_256.yaml --split-file "
                        f"{(recipe / 'split.json').relative_to(ROOT).as_posix()} --seed {cfg['seed']} "
-                       f"--run-name {run.name}"}
+                       f"--run-name {run.name}{epochs_flag}"}
     (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
     render_card(recipe, args.weights.resolve())
     return 0
