@@ -58,7 +58,7 @@ def output_kinds_arg(text: str) -> tuple[str, ...]:
 def add_outputs_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outputs", type=output_kinds_arg, default=OUTPUT_KINDS, metavar="KINDS",
                    help=f"which files to write per image, comma-separated from {','.join(OUTPUT_KINDS)} "
-                        "(default: all three; 'mask' alone is about twice as fast on large batches)")
+                        "(default: all three; 'mask' alone is faster on large batches)")
 
 
 def list_inputs(input_dir: Path, output_dir: Path) -> list[Path]:
