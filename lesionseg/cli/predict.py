@@ -11,7 +11,6 @@ import csv
 import functools
 import io
 import logging
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor

@@ -22,8 +22,8 @@ import torch
 from ..data.io import ImageLoadError, load_image, read_image_size
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
-from .cpu_bf16 import FrozenBF16Runner, cpu_bf16_supported
 from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
+from .cpu_bf16 import FrozenBF16Runner, cpu_bf16_supported
 from .weights import default_weights_source, load_model, resolve_device
 
 log = logging.getLogger(__name__)

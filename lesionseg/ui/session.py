@@ -17,8 +17,8 @@ import numpy as np
 
 from ..data.io import ImageLoadError, load_image
 from ..inference.outputs import overlay, save_png
-from ..postprocess import NO_CLEANUP, MaskCleanup
 from ..inference.predictor import Prediction, Predictor, make_prediction
+from ..postprocess import NO_CLEANUP, MaskCleanup
 from ..utils.atomic import atomic_path
 from . import operating_points
 from .measurements import measure
