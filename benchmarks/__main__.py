@@ -58,7 +58,8 @@ def _guarded(name: str, fn: Callable[[], dict[str, Any]], notes: list[str]) -> d
 def run(settings: Settings) -> dict[str, Any]:
     """Every section, in order; returns the results dict the report renders."""
     from .e2e import e2e_section, throughput_section
-    from .forward import forward_section, gpu_section, peak_section, peers_section
+    from .forward import forward_section, peak_section, peers_section
+    from .gpu import gpu_section
     from .training import training_section
 
     torch.set_num_threads(settings.threads)
@@ -73,6 +74,11 @@ def run(settings: Settings) -> dict[str, Any]:
     res["throughput"] = _guarded("throughput", lambda: throughput_section(settings), notes)
     res["training"] = _guarded("training", lambda: training_section(settings), notes)
     res["gpu"] = _guarded("gpu", lambda: gpu_section(settings), notes)
+    from .report import recorded
+
+    res["peer_accuracy"] = recorded("peer_accuracy.json")  # trained on a lent GPU: recorded, not re-measured
+    if not res["gpu"].get("available"):
+        res["gpu_recorded"] = recorded("results_gpu.json")
     res["forward"].pop("model", None)
     res["machine"]["other_load_after"] = machine_info(settings)["other_load"]
     return res

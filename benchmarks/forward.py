@@ -199,24 +199,3 @@ def peers_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:
     if ours_row:
         rows[0]["project_path_ms"] = ours_row["median_ms"]
     return {"rows": rows, "missing": missing}
-
-
-def gpu_section(settings: Settings) -> dict[str, Any]:
-    """Section 7: the forward on CUDA when a GPU is visible; otherwise the reason it is absent."""
-    if not torch.cuda.is_available():
-        return {"available": False, "note": "No GPU was available in this session (torch.cuda.is_available() is "
-                                            "False); no GPU figures were measured."}
-    model = load_model(settings.weights, device="cuda").eval()
-    s = model.inference_img_size
-    rows = []
-    for batch in (1, 16):
-        x = torch.randn(batch, 3, s, s, device="cuda")
-        for dtype in (torch.float32, torch.bfloat16):
-            def fn() -> None:
-                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-                    model(x)
-                torch.cuda.synchronize()
-            r = time_fn(fn, settings.iters(50, 3), 3)
-            rows.append({"batch": batch, "dtype": str(dtype).replace("torch.", ""), **r,
-                         "images_per_s": batch / (r["median_ms"] / 1e3)})
-    return {"available": True, "device": torch.cuda.get_device_name(0), "rows": rows}

@@ -15,8 +15,8 @@ _SHIM: list[torch.library.Library] = []
 
 def _torchvision_shim() -> None:
     """Declare ``torchvision::nms`` / ``qnms`` when torchvision's C++ ops are missing."""
-    if _SHIM:
-        return
+    if _SHIM or torch.version.cuda is not None:
+        return  # a CUDA torch comes with its matching torchvision, whose C++ ops load and register these
     try:
         torch.ops.torchvision.nms  # noqa: B018 - present when torchvision's ops loaded
         return

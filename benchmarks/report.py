@@ -41,11 +41,19 @@ def targets(res: dict[str, Any]) -> list[list[str]]:
     peers = {r["model"]: r for r in res["peers"]["rows"]}
     smp = peers.get("smp Unet(resnet34)")
     ours_ms = peers["DS-AttentionUNet (ours)"].get("project_path_ms")
+    acc = {r["model"]: r["test_cleaned"] for r in (res.get("peer_accuracy") or {}).get("runs", [])}
     if smp and ours_ms:
         best = min(v for k, v in smp.items() if k.endswith("_ms"))
-        add("ours vs Unet(resnet34) latency (report)", f"{ours_ms:.1f} ms vs {best:.1f} ms (its best path)", None)
+        measured = f"{ours_ms:.1f} ms vs {best:.1f} ms (its best path)"
+        if {"ours", "smp_unet_resnet34"} <= set(acc):
+            o, u = acc["ours"]["dice_mean"], acc["smp_unet_resnet34"]["dice_mean"]
+            add("ours faster than Unet(resnet34) at 256, at equal or better test Dice (same recipe)",
+                f"{measured}; Dice {o:.4f} vs {u:.4f} (section 3b)", ours_ms < best and o >= u)
+        else:
+            add("ours faster than Unet(resnet34) at 256, at equal or better test Dice", measured
+                + "; Dice not measured (no benchmarks/peer_accuracy.json)", False)
     else:
-        add("ours vs Unet(resnet34) latency (report)", "smp not installed", None)
+        add("ours vs Unet(resnet34) latency", "smp not installed", False)
     big = [r for r in res["e2e"]["rows"] if r["mode"] == "ours" and r["case"].startswith("4288")]
     if big and "median_ms" in big[0]:
         b = big[0]
@@ -105,6 +113,7 @@ def render(res: dict[str, Any]) -> str:
                     [[r["model"], f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.2f}", _f(r.get("fp32_ms"), ".2f"),
                       _f(r.get("bf16_cl_ms"), ".2f"), _f(r.get("project_path_ms"), ".2f")] for r in pe["rows"]])
     lines += [f"- not measured: {x}" for x in pe["missing"]] + ([""] if pe["missing"] else [])
+    lines += _accuracy(res.get("peer_accuracy"))
 
     lines += ["## 4. End to end: JPEG file in, full-resolution mask PNG out", "",
               "One fresh process per case; peak RSS is the whole process (interpreter, torch, model, image). "
@@ -133,14 +142,93 @@ def render(res: dict[str, Any]) -> str:
                     [[r["variant"], f"{r['median_ms'] / 1e3:.3f}", f"{r['images_per_s']:.1f}",
                       f"{r['speedup']:.2f}x", f"{r['epoch_s']:.0f}"] for r in tr["rows"]])
 
-    g = res["gpu"]
-    lines += ["## 7. GPU", ""]
-    if not g["available"]:
-        lines += [g["note"], ""]
-    else:
-        lines += [f"Device: {g['device']}", ""] + _table(
-            ["batch", "dtype", "median ms", "images/s"],
-            [[r["batch"], r["dtype"], f"{r['median_ms']:.2f}", f"{r['images_per_s']:.0f}"] for r in g["rows"]])
+    lines += ["## 7. GPU", ""] + _gpu(res["gpu"], res.get("gpu_recorded"), res.get("peer_accuracy"))
     if res.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(lines)
+
+
+def _accuracy(acc: dict[str, Any] | None) -> list[str]:
+    """Section 3b: the peers trained with our recipe and scored on our held-out split."""
+    if not acc:
+        return ["## 3b. Accuracy at equal recipe", "", "Not recorded (benchmarks/peer_accuracy.json is absent).", ""]
+    lines = ["## 3b. Accuracy at equal recipe", "",
+             f"Recorded {acc['date']} by `python -m benchmarks.peer_training` on a lent GPU (not re-measured by this "
+             f"run): {acc['what']}. Test metrics are per-image means of the cleaned masks at the tuned threshold.", ""]
+    lines += _table(["model", "params (M)", "epochs", "best val Dice @0.5", "threshold", "test Dice", "IoU", "recall",
+                     "precision", "thresholded Jaccard", "failure rate", "s/epoch", "note"],
+                    [[r["model"], f"{r['parameters'] / 1e6:.2f}", r["epochs"], f"{r['best_val_dice_at_0.5']:.4f}",
+                      f"{r['val_threshold']['threshold']:.2f}", f"{r['test_cleaned']['dice_mean']:.4f}",
+                      f"{r['test_cleaned']['iou_mean']:.4f}", f"{r['test_cleaned']['recall_mean']:.4f}",
+                      f"{r['test_cleaned']['precision_mean']:.4f}", f"{r['test_cleaned']['thresholded_jaccard']:.4f}",
+                      f"{r['test_cleaned']['failure_rate']:.1%}", f"{r['median_epoch_s']:.1f}", r.get("note", "")]
+                     for r in acc["runs"]])
+    return lines
+
+
+def _gpu(g: dict[str, Any], recorded: dict[str, Any] | None, acc: dict[str, Any] | None) -> list[str]:
+    """Section 7 from this run's GPU, else from the last recorded ``python -m benchmarks.gpu``."""
+    lines: list[str] = []
+    if not g.get("available"):
+        lines += [g.get("note", ""), ""]
+        if not recorded or not recorded["gpu"].get("available"):
+            return lines
+        g, m = recorded["gpu"], recorded["machine"]
+        lines += [f"Recorded {m['date']} by `python -m benchmarks.gpu` on {g['device']} (torch {g['torch']}, CUDA "
+                  f"{g['cuda']}; host {m['cpu']}, {m['cores']} cores), alone on the GPU; committed as "
+                  "benchmarks/results_gpu.json.", ""]
+    else:
+        lines += [f"Device: {g['device']} (torch {g['torch']}, CUDA {g['cuda']})", ""]
+    a = g["agreement"]
+    lines += [f"Forward, random input of the model's size; the bf16 path's masks against fp32 on {a['images']}: "
+              f"Dice mean {a['dice_mean']:.4f}, min {a['dice_min']:.4f}.", ""]
+    lines += _table(["model", "batch", "variant", "median ms", "images/s", "peak GPU MB"],
+                    [[r["model"], r["batch"], r["variant"], f"{r['median_ms']:.2f}", f"{r['images_per_s']:.0f}",
+                      _f(r.get("peak_mem_mb"), ".0f")] for r in g["rows"]])
+    lines += ["peak GPU MB: torch.cuda.max_memory_allocated over the timed calls (weights, activations and "
+              "cuDNN's autotuning workspaces).", ""]
+    lines += ["Training step (deep-supervision bce_dice, backward, clipping, AdamW), DS-AttentionUNet; epoch = "
+              "1,600 images from the median step, data loading excluded:", ""]
+    lines += _table(["batch", "variant", "median ms/step", "images/s", "s/epoch (steps only)"],
+                    [[r["batch"], r["variant"], f"{r['median_ms']:.1f}", f"{r['images_per_s']:.0f}",
+                      f"{r['epoch_s_1600']:.1f}"] for r in g["train_rows"]])
+    if acc:
+        lines += ["Whole epochs on the real data (augmentation in 2-8 DataLoader workers, validation, checkpoints): "
+                  + "; ".join(f"{r['model']} {r['median_epoch_s']:.1f} s median ({r.get('note', '')})"
+                              for r in acc["runs"]) + ".", ""]
+    return lines
+
+
+def recorded(name: str) -> dict[str, Any] | None:
+    """A committed measurement beside this file (GPU runs, trained peers), or None."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).with_name(name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.report [results.json]``: re-render results.md from a run's JSON and the
+    recorded GPU / accuracy files, without measuring again."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from lesionseg.utils.atomic import atomic_write_text
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    ap.add_argument("results", type=Path, nargs="?", default=Path(__file__).with_name("results.json"))
+    args = ap.parse_args(argv)
+    res = json.loads(args.results.read_text())
+    res["peer_accuracy"] = recorded("peer_accuracy.json")
+    if not res["gpu"].get("available"):
+        res["gpu_recorded"] = recorded("results_gpu.json")
+    atomic_write_text(args.results.with_suffix(".md"), render(res))
+    atomic_write_text(args.results, json.dumps(res, indent=1, default=str) + "\n")
+    print(f"re-rendered {args.results.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

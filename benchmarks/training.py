@@ -22,9 +22,10 @@ TRAIN_IMAGES = 1600  # 80 % of the 2,000 ISIC 2017 pairs: the recipe's training 
 BATCH = 8
 
 
-def _step_fn(channels_last: bool, bf16: bool, x: torch.Tensor, y: torch.Tensor) -> Any:
+def step_fn(channels_last: bool, bf16: bool, x: torch.Tensor, y: torch.Tensor) -> Any:
+    """One training step of a fresh model on ``x``'s device, as the training loop runs it."""
     torch.manual_seed(0)
-    model = DSAttentionUNet(inference_img_size=x.shape[-1]).train()
+    model = DSAttentionUNet(inference_img_size=x.shape[-1]).to(x.device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -32,7 +33,7 @@ def _step_fn(channels_last: bool, bf16: bool, x: torch.Tensor, y: torch.Tensor) 
     loss_fn = get_loss("bce_dice")
 
     def step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(x)
         loss = supervised_loss(out, y, loss_fn, 0.5)
         opt.zero_grad(set_to_none=True)
@@ -68,7 +69,7 @@ def training_section(settings: Settings) -> dict[str, Any]:
     variants = [("fp32 eager NCHW (baseline)", False, False), ("fp32 channels_last", True, False)]
     if bf16:  # the project's CPU default last: bf16 autocast in NCHW (channels_last slows GroupNorm backward)
         variants += [("bf16 autocast + channels_last", True, True), ("bf16 autocast NCHW (project default)", False, True)]
-    steps = {name: _step_fn(cl, use_bf16, x, y) for name, cl, use_bf16 in variants}
+    steps = {name: step_fn(cl, use_bf16, x, y) for name, cl, use_bf16 in variants}
     timed = time_interleaved(steps, settings.iters(8, 1), warmup=settings.iters(2, 1))
     rows = []
     for name, r in timed.items():

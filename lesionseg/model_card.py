@@ -72,7 +72,7 @@ def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tupl
         columns[name] = result
         diffs = ", ".join(f"{label} {result[key] - shipped[key]:+.4f}" for label, key in SPREAD_KEYS)
         notes.append(f"- {name}: `{info.get('command', '')}`, {info.get('epochs', '?')} epochs, "
-                     f"{info.get('wall_minutes', '?')} min, best validation Dice {info.get('best_val_dice_at_0.5', float('nan')):.4f} "
+                     f"{info.get('wall_minutes', '?')} min{' on ' + info['hardware'] if info.get('hardware') else ''}, best validation Dice {info.get('best_val_dice_at_0.5', float('nan')):.4f} "
                      f"(shipped run: {run.get('best_val_dice_at_0.5', float('nan')):.4f}); its own tuned threshold "
                      f"{result['threshold']:.2f}. Difference from the shipped run: {diffs}.")
     return f"""## Run-to-run spread
@@ -85,6 +85,27 @@ tuned by the same rule and evaluated the same way on the same held-out test imag
 {chr(10).join(notes)}
 
 {metrics_table(columns)}
+"""
+
+
+def previous_runs_section(recipe: Path) -> str:
+    """Earlier recipes kept for comparison (``<recipe>/previous/*``): e.g. the shorter CPU recipe."""
+    runs = [(d.name, _read(d / "run_info.json") or {}, _read(d / "eval_test.json"))
+            for d in sorted((recipe / "previous").glob("*")) if (d / "eval_test.json").is_file()]
+    if not runs:
+        return ""
+    notes = [f"- `{name}`: `{info.get('command', '?')}`, {info.get('epochs', '?')} epochs, "
+             f"{info.get('wall_minutes', '?')} min{' on ' + info['hardware'] if info.get('hardware') else ''}; "
+             f"its own tuned threshold {result['threshold']:.2f}." for name, info, result in runs]
+    return f"""## Earlier recipes on the same split
+
+Runs of the shorter recipe that fits a 2-core CPU without a GPU (`configs/isic2017_256.yaml`,
+20 epochs), evaluated the same way on the same held-out test images
+(`{recipe.as_posix()}/previous/*/eval_test.json`); the first was the shipped model before this one:
+
+{chr(10).join(notes)}
+
+{metrics_table({name: result for name, _, result in runs})}
 """
 
 
@@ -175,6 +196,9 @@ difference that makes: images whose IoU lies right at the 0.65 failure line can 
 """)
     if seeds and "held-out test" in evals:
         parts.append(seed_spread_section(recipe, run, evals["held-out test"], seeds))
+    previous = previous_runs_section(recipe)
+    if previous:
+        parts.append(previous)
     if config.get("inference_operating_points"):
         parts.append(f"""## Operating points (validation part, per-image means)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Record another seed's run of the recipe for the model card's run-to-run spread.
 
-    python scripts/record_seed_run.py outputs/isic2017_256_seed43 --recipe configs/isic2017_256
+    python scripts/record_seed_run.py outputs/isic2017_256_gpu_seed43 --config configs/isic2017_256_gpu.yaml
 
 The run must use the shipped split (``--split-file configs/isic2017_256/split.json``) so both runs are
 measured on the same held-out images. Writes ``<recipe>/other_seeds/seed<N>/``: ``eval_test.json``
@@ -28,6 +28,9 @@ def main() -> int:
     p.add_argument("run", type=Path, help="training run folder (outputs/<run>)")
     p.add_argument("--recipe", type=Path, default=ROOT / "configs/isic2017_256")
     p.add_argument("--weights", type=Path, default=ROOT / "weights")
+    p.add_argument("--hardware", default=None, help="where it trained, for the card (e.g. 'NVIDIA H200')")
+    p.add_argument("--config", type=Path, default=ROOT / "configs/isic2017_256_gpu.yaml",
+                   help="the recipe YAML the run was trained with (named in the recorded command)")
     args = p.parse_args()
 
     run, recipe = args.run.resolve(), args.recipe.resolve()
@@ -50,13 +53,17 @@ def main() -> int:
 
     shutil.copy2(run / "logs" / "metrics.jsonl", out / "training_history.jsonl")
     history = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
-    recipe_epochs = yaml.safe_load((ROOT / "configs/isic2017_256.yaml").read_text())["epochs"]
+    config = args.config.resolve()
+    recipe_yaml = yaml.safe_load(config.read_text())
+    recipe_epochs = recipe_yaml["epochs"]
     epochs_flag = f" --epochs {cfg['epochs']}" if cfg["epochs"] != recipe_epochs else ""  # an earlier recipe
     info = {"seed": cfg["seed"], "epochs": len(history), "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
             "best_val_dice_at_0.5": max(h["val_dice"] for h in history), "threshold": threshold,
-            "command": f"python train_cli.py --config configs/isic2017_256.yaml --split-file "
-                       f"{(recipe / 'split.json').relative_to(ROOT).as_posix()} --seed {cfg['seed']} "
-                       f"--run-name {run.name}{epochs_flag}"}
+            "command": f"python train_cli.py --config {config.relative_to(ROOT).as_posix()}"
+                       + ("" if recipe_yaml.get("split_file") else
+                          f" --split-file {(recipe / 'split.json').relative_to(ROOT).as_posix()}")
+                       + f" --seed {cfg['seed']} --run-name {run.name}{epochs_flag}",
+            **({"hardware": args.hardware} if args.hardware else {})}
     (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
     render_card(recipe, args.weights.resolve())
     return 0

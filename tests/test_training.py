@@ -198,3 +198,37 @@ def test_debug_run_on_real_data(real_data_dir: Path, tmp_path: Path) -> None:
     assert all(i.startswith("ISIC_") for v in split.values() for i in v)
     res = json.loads((tmp_path / "real/visualizations/test_evaluation/test_metrics.json").read_text())
     assert res["n_images"] == len(split["test"]) and 0 <= res["dice_mean"] <= 1
+
+
+def test_dataloader_workers_draw_different_augmentations_reproducibly() -> None:
+    # forked workers inherit one albumentations RNG: without seed_worker, worker 0 and worker 1
+    # would augment their first items identically
+    import albumentations as A
+    import numpy as np
+    from torch.utils.data import DataLoader, Dataset
+
+    from lesionseg.data.dataset import seed_worker
+
+    class Same(Dataset):
+        def __init__(self) -> None:
+            self.transform = A.Compose([A.Affine(rotate=(-90, 90), translate_percent=(-0.2, 0.2), p=1.0)])
+            self.image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return torch.from_numpy(self.transform(image=self.image)["image"].copy())
+
+    def draw(seed: int, init) -> list[torch.Tensor]:
+        ds = Same()
+        ds.transform.set_random_seed(0)
+        gen = torch.Generator().manual_seed(seed)
+        return list(DataLoader(ds, batch_size=1, num_workers=2, generator=gen, worker_init_fn=init))
+
+    unseeded = draw(1, None)
+    assert torch.equal(unseeded[0], unseeded[1])  # the failure seed_worker fixes
+    a, b, c = draw(1, seed_worker), draw(1, seed_worker), draw(2, seed_worker)
+    assert not torch.equal(a[0], a[1])
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # same loader seed: same augmentations
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))

@@ -58,7 +58,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pickle", action="store_true",
                    help="also load .pth/.pt/.bin checkpoints (weights-only); only for files you trust")
     p.add_argument("--no-fast", dest="fast", action="store_false",
-                   help="disable bf16/fp16 autocast (exact fp32 inference)")
+                   help="exact fp32 inference on the CPU instead of its bf16 fast path (GPUs run fp32 either way)")
     p.add_argument("--no-cleanup", dest="cleanup", action="store_false",
                    help="raw masks: keep holes and small separate regions (by default the model's clean-up "
                         "fills holes and drops regions under 10%% of the largest)")

@@ -54,3 +54,18 @@ class LesionDataset(Dataset):
         x = torch.from_numpy(normalize(img, self.mean, self.std))
         y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
         return x, y, self.ids[i]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's augmentation its own seed.
+
+    Forked workers inherit the main process's albumentations RNG, so without this every worker
+    would draw the same augmentation parameters in the same order. torch seeds worker k with
+    base + k, base drawn from the loader's generator, which the training loop seeds per epoch:
+    an epoch's augmentations stay reproducible, and differ between workers.
+    """
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    dataset = getattr(dataset, "dataset", dataset)  # a Subset wraps the dataset
+    if getattr(dataset, "transform", None) is not None:
+        dataset.transform.set_random_seed(torch.initial_seed() % 2**32)

@@ -44,6 +44,18 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
 
 
+def make_optimisation(model: torch.nn.Module, lr: float, weight_decay: float, epochs: int, n_batches: int,
+                      max_steps: int | None, dtype: torch.dtype | None) -> tuple[Any, Any, Any, int]:
+    """The recipe's optimisation: AdamW, OneCycleLR over all steps (15% warm-up) and a loss scaler
+    for fp16 autocast (None otherwise); returns (optimizer, scheduler, scaler, steps per epoch)."""
+    steps = n_batches if max_steps is None else min(n_batches, max_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps,
+                                                    pct_start=0.15)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return optimizer, scheduler, scaler, steps
+
+
 def train_epoch(model: torch.nn.Module, loader: DataLoader, steps: int, optimizer: torch.optim.Optimizer,
                 scheduler: Any, scaler: Any, loss_fn: Callable, ds_decay: float, grad_clip: float, rt: Runtime,
                 desc: str, batch_log: IO[str] | None, epoch: int) -> tuple[float, int]:

@@ -15,19 +15,20 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Subset
 
-from ..data.dataset import LesionDataset
+from ..data.dataset import LesionDataset, seed_worker
 from ..data.pairing import DataError, collect_pairs, resolve_data_dir
 from ..data.split import load_split, make_split, save_split
 from ..data.transforms import train_transform
 from ..losses import get_loss
 from ..metrics import choose_threshold, operating_points
-from ..postprocess import cleanup_of
 from ..models import DSAttentionUNet
+from ..postprocess import cleanup_of
 from ..utils.atomic import atomic_write_text
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
 from .distributed import Distributed
-from .epoch import Runtime, predict_probs, train_epoch, use_channels_last, validate, validation_metrics
+from .epoch import (Runtime, make_optimisation, predict_probs, train_epoch, use_channels_last, validate,
+                    validation_metrics)
 from .plots import plot_history, save_epoch_samples
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     n_local = len(sampler) if sampler is not None else len(train_ds)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=n_local > cfg.batch_size, num_workers=cfg.workers, generator=loader_gen,
-                              persistent_workers=cfg.workers > 0)
+                              worker_init_fn=seed_worker)  # workers start afresh each epoch from its seed
     val_batch = max(cfg.batch_size, 16)
     val_loader = DataLoader(val_ds, batch_size=val_batch, shuffle=False, num_workers=0)
     shard_loader = val_loader if not ctx.enabled else DataLoader(
@@ -190,11 +191,8 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         log.info("%d processes x batch %d = %d images per step, %d steps per epoch", ctx.world_size,
                  cfg.batch_size, ctx.world_size * cfg.batch_size, len(train_loader))
     loss_fn = get_loss(cfg.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(train_loader) if cfg.max_steps_per_epoch is None else min(len(train_loader), cfg.max_steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                    steps_per_epoch=steps_per_epoch, pct_start=0.15)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    optimizer, scheduler, scaler, steps_per_epoch = make_optimisation(
+        model, cfg.lr, cfg.weight_decay, cfg.epochs, len(train_loader), cfg.max_steps_per_epoch, dtype)
     start_epoch, best_score, history = 0, -1.0, []
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
