@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = score_weights(args.weights, cfg, args.split_file) if args.weights else train_and_score(args.model, cfg,
                                                                                                      args.split_file)
+    except ImportError as e:
+        print(f"peer_training: {e.name or e} is not installed; install the benchmark extras: "
+              "pip install -r requirements-bench.txt", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as e:
         print(f"peer_training: {e}", file=sys.stderr)
         return 2
