@@ -1,13 +1,14 @@
 """Section 7: the suite on a GPU, when one is visible.
 
-    python -m benchmarks.gpu --output benchmarks/results_gpu.md
+    python -m benchmarks.gpu --output benchmarks/results_gpu.json
 
 Inference: the shipped model and the two peers at batch 1 and 64, fp32 eager (NCHW) against bf16
 autocast + channels_last, timed with CUDA synchronisation, peak GPU memory per batch; masks of
 the bf16 path against fp32 on real images (Dice). Training: one optimiser step of the recipe
 (deep-supervision bce_dice, clipping, AdamW) at batch 8 (the recipe's) and 64, fp32 against bf16.
-Epoch times on the real data come from the training runs (``benchmarks.peer_training``) and are
-added to the JSON by the caller. Run on a CPU-only machine it records why it measured nothing.
+Whole-epoch times on the real data come from the training runs (``benchmarks.peer_training``,
+recorded in ``peer_accuracy.json``); ``report.py`` shows both, and on a machine without a GPU it
+renders the last recorded file with its date. Here, without a GPU, it records why it measured nothing.
 """
 from __future__ import annotations
 
