@@ -88,33 +88,44 @@ def test_scores(model: torch.nn.Module, val_loader: DataLoader, test_loader: Dat
             "test_raw_at_0.5": scored(NO_CLEANUP.mask, 0.5)}
 
 
-def _datasets(cfg: TrainConfig, split_file: Path) -> tuple[LesionDataset, LesionDataset, LesionDataset]:
+def _runtime(cfg: TrainConfig) -> Runtime:
+    device = pick_device(cfg.device)
+    dtype = autocast_dtype(device, cfg.amp)
+    return Runtime(device, dtype, use_channels_last(cfg.channels_last, device, dtype))
+
+
+def _placed(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    model = model.to(rt.device)
+    return model.to(memory_format=torch.channels_last) if rt.channels_last else model
+
+
+def _datasets(cfg: TrainConfig, split_file: Path, model: torch.nn.Module
+              ) -> tuple[LesionDataset, LesionDataset, LesionDataset]:
+    """Train / val / test parts, normalised as ``model`` expects (ImageNet statistics for the peers)."""
+    mean = list(getattr(model, "preprocess_mean", IMAGENET_MEAN))
+    std = list(getattr(model, "preprocess_std", IMAGENET_STD))
     images, masks = resolve_data_dir(cfg.data_dir)
     by_id = {p.id: p for p in collect_pairs(images, masks, cfg.mask_suffix)}
     split = load_split(split_file, list(by_id))
     if cfg.limit:
         split = {k: v[: cfg.limit] for k, v in split.items()}
-    part = lambda name, tf: LesionDataset([by_id[i] for i in split[name]], cfg.img_size, tf,  # noqa: E731
-                                          IMAGENET_MEAN, IMAGENET_STD)
+    part = lambda name, tf: LesionDataset([by_id[i] for i in split[name]], cfg.img_size, tf, mean, std)  # noqa: E731
     return part("train", train_transform(cfg.img_size, cfg.augment)), part("val", None), part("test", None)
 
 
 def train_and_score(name: str, cfg: TrainConfig, split_file: Path = SPLIT) -> dict[str, Any]:
     """Train ``name`` with ``cfg``'s recipe and return its history and test scores (JSON-friendly)."""
     t0 = time.time()
-    device = pick_device(cfg.device)
-    dtype = autocast_dtype(device, cfg.amp)
-    rt = Runtime(device, dtype, use_channels_last(cfg.channels_last, device, dtype))
-    train_ds, val_ds, test_ds = _datasets(cfg, split_file)
+    rt = _runtime(cfg)
+    device, dtype = rt.device, rt.dtype
+    model = _placed(build_model(name, cfg), rt)
+    train_ds, val_ds, test_ds = _datasets(cfg, split_file, model)
     gen = torch.Generator()
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
                               num_workers=cfg.workers, generator=gen, worker_init_fn=seed_worker,
                               pin_memory=device.type == "cuda")
     val_loader = DataLoader(val_ds, batch_size=32, num_workers=0)
     test_loader = DataLoader(test_ds, batch_size=32, num_workers=0)
-    model = build_model(name, cfg).to(device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     loss_fn = get_loss(cfg.loss)
     optimizer, scheduler, scaler, steps = make_optimisation(model, cfg.lr, cfg.weight_decay, cfg.epochs,
@@ -148,13 +159,9 @@ def train_and_score(name: str, cfg: TrainConfig, split_file: Path = SPLIT) -> di
 
 def score_weights(weights: Path, cfg: TrainConfig, split_file: Path = SPLIT) -> dict[str, Any]:
     """Test scores of a saved DS-AttentionUNet folder, computed as for a trained peer."""
-    device = pick_device(cfg.device)
-    dtype = autocast_dtype(device, cfg.amp)
-    rt = Runtime(device, dtype, use_channels_last(cfg.channels_last, device, dtype))
-    _, val_ds, test_ds = _datasets(cfg, split_file)
-    model = DSAttentionUNet.from_pretrained(weights).to(device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    rt = _runtime(cfg)
+    model = _placed(DSAttentionUNet.from_pretrained(weights), rt)
+    _, val_ds, test_ds = _datasets(cfg, split_file, model)
     scores = test_scores(model, DataLoader(val_ds, batch_size=32), DataLoader(test_ds, batch_size=32), rt,
                          cfg.recall_target)
     return {"model": "ours", "weights": str(weights), "parameters": model.num_parameters(), **scores}

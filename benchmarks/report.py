@@ -1,6 +1,9 @@
 """Render the measured sections as Markdown (``benchmarks/results.md``) with a targets table."""
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 TARGETS = {
@@ -201,9 +204,6 @@ def _gpu(g: dict[str, Any], recorded: dict[str, Any] | None, acc: dict[str, Any]
 
 def recorded(name: str) -> dict[str, Any] | None:
     """A committed measurement beside this file (GPU runs, trained peers), or None."""
-    import json
-    from pathlib import Path
-
     path = Path(__file__).with_name(name)
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -211,10 +211,6 @@ def recorded(name: str) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.report [results.json]``: re-render results.md from a run's JSON and the
     recorded GPU / accuracy files, without measuring again."""
-    import argparse
-    import json
-    from pathlib import Path
-
     from lesionseg.utils.atomic import atomic_write_text
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
