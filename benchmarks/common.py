@@ -115,22 +115,39 @@ def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 2) -> dict[str, flo
             "n": len(times)}
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is missing, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2) -> dict[str, dict[str, float]]:
     """Like :func:`time_fn` for several functions, run round-robin (one call of each per round) so
-    that drift in the machine's speed (other load, clocks) affects them all alike."""
+    that drift in the machine's speed (other load, clocks) affects them all alike.
+
+    Also counts minor page faults per call: memory that glibc handed back to the kernel after one
+    call is faulted in again by the next (~1 us per 4 KiB page here), which shows as run-to-run
+    swings of a path's latency that no change in its code explains."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    faults: dict[str, list[int]] = {k: [] for k in fns}
     for _ in range(max(1, iters)):
         for name, fn in fns.items():
+            f0 = _minor_faults()
             t = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t) * 1e3)
+            faults[name].append(_minor_faults() - f0)
     first = next(iter(times.values()))
     # paired: each round's ratio to the first function, then the median; robust to load that comes and goes
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "mean_ms": statistics.fmean(v), "n": len(v),
-                "paired_speedup": statistics.median(a / b for a, b in zip(first, v))}
+                "paired_speedup": statistics.median(a / b for a, b in zip(first, v)),
+                "page_faults": statistics.median(faults[k])}
             for k, v in times.items()}
 
 

@@ -94,9 +94,11 @@ def render(res: dict[str, Any]) -> str:
     lines += ["## 1. Model forward, batch 1, 256x256", "",
               f"Agreement: masks at the model threshold ({f['threshold']:.2f}) vs fp32 eager on {f['images']}. "
               f"The project's Predictor default is **{f['ours']}**.", ""]
-    lines += _table(["variant", "median ms", "min ms", "speedup", "Dice mean", "Dice min", "max |dprob|", "note"],
+    lines += _table(["variant", "median ms", "min ms", "speedup", "page faults / call", "Dice mean", "Dice min",
+                     "max |dprob|", "note"],
                     [[r["variant"], _f(r.get("median_ms"), ".2f"), _f(r.get("min_ms"), ".2f"),
-                      _f(r.get("speedup"), ".2f") + ("x" if "speedup" in r else ""), _f(r.get("dice_mean"), ".4f"),
+                      _f(r.get("speedup"), ".2f") + ("x" if "speedup" in r else ""), _f(r.get("page_faults"), ".0f"),
+                      _f(r.get("dice_mean"), ".4f"),
                       _f(r.get("dice_min"), ".4f"), _f(r.get("max_prob_diff"), ".3f"),
                       r.get("skipped") or (f"compile {r['compile_s']:.0f} s" if "compile_s" in r else "")]
                      for r in f["rows"]])

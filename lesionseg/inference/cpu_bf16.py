@@ -5,6 +5,8 @@ re-casts the fp32 weights and casts activations around every convolution on ever
 the weights in bf16 removes that (about 1.1x over autocast), and freezing a trace pre-packs the
 oneDNN convolution weights once instead of per call (about 1.1x more). Tracing takes ~0.2 s, not the
 30-60 s of ``torch.compile`` on this machine, so a process that predicts one image still gains.
+The full-resolution attention gate is recomputed with its intermediates channels-first
+(cpu_gate.py): two channels_last bf16 kernels are pathologically slow on its shapes.
 
 The trace is taken at one spatial size (the model's ``inference_img_size``, which the Predictor
 always feeds); the batch size may vary. Any other size runs the same bf16 weights eagerly, because
@@ -18,6 +20,8 @@ import threading
 import warnings
 
 import torch
+
+from .cpu_gate import use_channels_first_gates
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class FrozenBF16Runner:
     def __init__(self, model: torch.nn.Module, img_size: int):
         self.size = int(img_size)
         self.eager = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
+        self.gates_swapped = use_channels_first_gates(self.eager)
         self._frozen: torch.jit.ScriptModule | None = None
         self._tried = False
         self._lock = threading.Lock()
