@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from .common import DEFAULT_DATA, DEFAULT_WEIGHTS, Settings, machine_info  # noqa: E402
 
 log = logging.getLogger("benchmarks")
-SECTIONS = ("forward", "peak", "peers", "e2e", "throughput", "training", "gpu")
+SECTIONS = ("forward", "forward_alloc", "peak", "peers", "e2e", "throughput", "training", "gpu")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +57,7 @@ def _guarded(name: str, fn: Callable[[], dict[str, Any]], notes: list[str]) -> d
 
 def run(settings: Settings) -> dict[str, Any]:
     """Every section, in order; returns the results dict the report renders."""
+    from .allocator import allocator_neutral_section
     from .e2e import e2e_section, throughput_section
     from .forward import forward_section, peak_section, peers_section
     from .gpu import gpu_section
@@ -68,6 +69,7 @@ def run(settings: Settings) -> dict[str, Any]:
     res["forward"] = _guarded("forward", lambda: forward_section(settings), notes)
     if res["forward"].get("failed"):
         raise SystemExit("the forward section failed; nothing else is meaningful without the model")
+    res["forward_alloc"] = _guarded("forward_alloc", lambda: allocator_neutral_section(settings), notes)
     res["peak"] = _guarded("peak", lambda: peak_section(settings, res["forward"]), notes)
     res["peers"] = _guarded("peers", lambda: peers_section(settings, res["forward"]), notes)
     res["e2e"] = _guarded("e2e", lambda: e2e_section(settings), notes)
