@@ -2,7 +2,7 @@
 
 With glibc's default malloc, memory freed at the end of one forward pass is often handed back to
 the kernel and faulted in again by the next (section 1's "page faults / call"): the fp32 baseline,
-with twice the bytes per activation, pays ~8,000 faults (~30 MB) per call, and the bf16 path pays
+with twice the bytes per activation, pays ~8,000 faults (~33 MB) per call, and the bf16 path pays
 0 or ~3,000 depending on where its blocks landed in the heap. That is how each runs by default, but
 part of the measured ratio is then the allocator's, not the inference path's. This check runs the
 same two paths side by side in a child process whose malloc keeps freed memory
@@ -29,7 +29,9 @@ KEEP_FREED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_
 
 
 def allocator_neutral_section(settings: Settings, timeout_s: float = 300) -> dict[str, Any]:
-    """fp32 eager vs the Predictor's default path in a child with KEEP_FREED; {} where not glibc."""
+    """fp32 eager vs the Predictor's default path in a child with KEEP_FREED.
+
+    Returns the child's timings, or ``{"skipped": why}`` off Linux or when the child fails."""
     if not sys.platform.startswith("linux"):
         return {"skipped": "glibc malloc tunables exist on Linux only"}
     env = {**os.environ, **KEEP_FREED, "OMP_NUM_THREADS": str(settings.threads)}

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from ..models.blocks import AttentionGate
-from ..models.ds_attention_unet import DSAttentionUNet
 
 # a 512-bit vector holds 32 bf16 values; the broadcast multiply is only slow below that width
 _SLOW_BROADCAST_CHANNELS = 32
@@ -61,10 +60,11 @@ def _one_channel_per_group(norm: nn.Module) -> bool:
     return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels
 
 
-def use_channels_first_gates(model: DSAttentionUNet) -> int:
+def use_channels_first_gates(model: nn.Module) -> int:
     """Swap, in place, the gates whose GroupNorms have one channel per group; returns how many.
 
-    Meant for the CPU runner's private bf16 channels_last copy of the model.
+    Meant for the CPU runner's private bf16 channels_last copy of a DS-AttentionUNet; any other
+    module (no ``decoder.stages``) is left as it is.
     """
     swapped = 0
     for stage in getattr(getattr(model, "decoder", None), "stages", []):
