@@ -59,13 +59,16 @@ def test_channels_first_gate_in_bf16_stays_within_rounding_of_the_gate() -> None
 def test_only_gates_with_one_channel_per_group_are_swapped_and_parameters_are_shared() -> None:
     model = DSAttentionUNet(encoder_channels=[16, 32, 64, 128], decoder_channels=[64, 32, 16],
                             norm_groups=8, inference_img_size=64).eval()
+    original = model.decoder.stages[-1].gate
     # inter channels: 32, 16, 8; only the last (8 channels, 8 groups) has one channel per group
     assert use_channels_first_gates(model) == 1
     kinds = [type(stage.gate) for stage in model.decoder.stages]
     assert kinds == [AttentionGate, AttentionGate, ChannelsFirstGate]
     swapped = model.decoder.stages[-1].gate
-    assert swapped.psi.weight is model.decoder.stages[-1].gate.psi.weight
-    assert {k for k, _ in model.state_dict().items()} >= {"decoder.stages.2.gate.w_x.weight"}
+    # the very same parameter tensors, not copies: the runner's bf16 copy stays one set of weights
+    assert swapped.w_x.weight is original.w_x[0].weight and swapped.w_g.weight is original.w_g[0].weight
+    assert swapped.norm_x is original.w_x[1] and swapped.norm_g is original.w_g[1]
+    assert swapped.psi.weight is original.psi.weight and swapped.psi.bias is original.psi.bias
     plain = DSAttentionUNet(encoder_channels=[16, 32, 64, 128], decoder_channels=[64, 32, 16],
                             decoder_attention=False, inference_img_size=64)
     assert use_channels_first_gates(plain) == 0
