@@ -6,7 +6,9 @@ the weights in bf16 removes that (about 1.1x over autocast), and freezing a trac
 oneDNN convolution weights once instead of per call (about 1.1x more). Tracing takes ~0.2 s, not the
 30-60 s of ``torch.compile`` on this machine, so a process that predicts one image still gains.
 The full-resolution attention gate is recomputed with its intermediates channels-first
-(cpu_gate.py): two channels_last bf16 kernels are pathologically slow on its shapes.
+(cpu_gate.py), and the 16/32-channel upsampling and pooling as row-wise lerp / maximum calls
+(cpu_resample.py): PyTorch's channels_last bf16 kernels for them vectorise over channels, and these
+levels have fewer channels than one vector holds.
 
 The trace is taken at one spatial size (the model's ``inference_img_size``, which the Predictor
 always feeds); the batch size may vary. Any other size runs the same bf16 weights eagerly, because
@@ -22,6 +24,7 @@ import warnings
 import torch
 
 from .cpu_gate import use_channels_first_gates
+from .cpu_resample import use_fast_resampling
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class FrozenBF16Runner:
         self.size = int(img_size)
         self.eager = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
         self.gates_swapped = use_channels_first_gates(self.eager)
+        self.resampling_swapped = use_fast_resampling(self.eager)
         self._frozen: torch.jit.ScriptModule | None = None
         self._tried = False
         self._lock = threading.Lock()

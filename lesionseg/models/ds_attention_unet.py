@@ -46,6 +46,16 @@ class Encoder(nn.Module):
         return feats
 
 
+class BilinearUpsample(nn.Module):
+    """Bilinear resize (``align_corners=False``). Shapes: (B, C, h, w), size (H, W) -> (B, C, H, W).
+
+    A module so that a backend can swap in its own kernel (the CPU bf16 path does); no weights.
+    """
+
+    def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 class DecoderStage(nn.Module):
     """Upsample the coarser feature, gate the skip with it, concatenate, conv block.
 
@@ -56,13 +66,14 @@ class DecoderStage(nn.Module):
                  attention: bool):
         super().__init__()
         self.reduce = nn.Conv2d(coarse_ch, out_ch, 1, bias=False)
+        self.upsample = BilinearUpsample()
         self.gate = AttentionGate(skip_ch, out_ch, max(skip_ch // 2, 1), norm_groups) if attention else None
         self.block = ConvBlock(skip_ch + out_ch, out_ch, norm_groups, activation)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # the 1x1 reduction (no bias) and bilinear upsampling are both linear, so they commute: reducing
         # first gives the same result with 4x fewer multiply-adds and half the channels to upsample
-        up = F.interpolate(self.reduce(coarse), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        up = self.upsample(self.reduce(coarse), skip.shape[-2:])
         if self.gate is not None:
             skip, _ = self.gate(skip, up)
         return self.block(torch.cat([skip, up], dim=1))
