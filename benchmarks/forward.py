@@ -112,6 +112,9 @@ def forward_section(settings: Settings) -> dict[str, Any]:
                 candidates.append((name, None, {"skipped": f"{type(e).__name__}: {str(e)[:120]}"}))
     else:
         candidates.append(("torch.compile", None, {"skipped": "not run with --quick (compiles for minutes)"}))
+    if ours.int8:  # the step the int8 convolutions add, on the same frozen bf16 path
+        no_int8 = Predictor(copy.deepcopy(model), int8=False)
+        candidates.append((f"{describe(no_int8)} (--no-int8)", _predictor_fn(no_int8), {}))
     candidates.append((f"project Predictor default ({describe(ours)})", _predictor_fn(ours), {"ours": True}))
 
     ref = np.concatenate([_predictor_fn(base)(x[i:i + 1]).numpy() for i in range(len(x))])
@@ -137,6 +140,8 @@ def describe(pred: Predictor) -> str:
     if not pred.fast:
         return "fp32 eager"
     if pred._cpu_bf16 is not None:  # noqa: SLF001 - which path the Predictor chose
+        if pred.int8:
+            return "bf16 weights + channels_last + int8 convolutions below full resolution, TorchScript-frozen"
         return "bf16 weights + channels_last, TorchScript-frozen"
     return "bf16/fp16 autocast + channels_last"
 

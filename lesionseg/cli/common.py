@@ -39,7 +39,7 @@ def positive_int(text: str) -> int:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--weights (aliases --model_path / --model-path), --revision, --device, --use_gpu, --tta,
-    --threshold, --img_size, --allow-pickle, --no-fast, --no-cleanup, --max-pixels, --backend."""
+    --threshold, --img_size, --allow-pickle, --no-fast, --no-int8, --no-cleanup, --max-pixels, --backend."""
     from ..data.io import BUILTIN_MAX_PIXELS, MAX_PIXELS_ENV
     from ..inference.weights import default_weights_source
 
@@ -59,6 +59,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="also load .pth/.pt/.bin checkpoints (weights-only); only for files you trust")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="exact fp32 inference on the CPU instead of its bf16 fast path (GPUs run fp32 either way)")
+    p.add_argument("--no-int8", dest="int8", action="store_false",
+                   help="keep the CPU fast path in bf16 throughout (by default it runs the convolutions below "
+                        "full resolution in int8 where the CPU has int8 dot products)")
     p.add_argument("--no-cleanup", dest="cleanup", action="store_false",
                    help="raw masks: keep holes and small separate regions (by default the model's clean-up "
                         "fills holes and drops regions under 10%% of the largest)")
@@ -110,13 +113,14 @@ def load_predictor(args: argparse.Namespace):
 
     pred = Predictor.from_weights(args.weights, revision=args.revision, device=cli_device(args), tta=args.tta,
                                   allow_pickle=args.allow_pickle, fast=args.fast,
-                                  backend=getattr(args, "backend", "torch"), cleanup=getattr(args, "cleanup", True))
+                                  backend=getattr(args, "backend", "torch"), cleanup=getattr(args, "cleanup", True),
+                                  int8=getattr(args, "int8", True))
     if args.img_size is not None and args.img_size != pred.img_size:
         log.warning("--img_size %d ignored: the model was trained at %d px and is run at that size",
                     args.img_size, pred.img_size)
-    log.info("model %s on %s, input %d px, threshold %.3f%s", args.weights or "(default weights)",
+    log.info("model %s on %s, input %d px, threshold %.3f%s%s", args.weights or "(default weights)",
              pred.device, pred.img_size, pred.threshold if args.threshold is None else args.threshold,
-             ", TTA" if args.tta else "")
+             ", TTA" if args.tta else "", ", int8 convolutions" if pred.int8 else "")
     return pred
 
 

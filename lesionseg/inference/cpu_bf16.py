@@ -24,6 +24,7 @@ import warnings
 import torch
 
 from .cpu_gate import use_channels_first_gates
+from .cpu_int8 import cpu_int8_supported, use_int8_convs
 from .cpu_resample import use_fast_resampling
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,20 @@ def cpu_bf16_supported() -> bool:
 class FrozenBF16Runner:
     """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits, computed in bf16.
 
+    ``int8=True`` also runs the 3x3 convolutions below full resolution in int8 (cpu_int8.py) where
+    the CPU supports it; ``int8_convs`` says how many were swapped.
+
     ``model`` is copied; the caller's fp32 model is left as it was (the ``--no-fast`` path and the
     training code use it). Thread-safe: the trace is built once, under a lock, on first use.
     """
 
-    def __init__(self, model: torch.nn.Module, img_size: int):
+    def __init__(self, model: torch.nn.Module, img_size: int, int8: bool = False):
         self.size = int(img_size)
         self.eager = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
         self.gates_swapped = use_channels_first_gates(self.eager)
         self.resampling_swapped = use_fast_resampling(self.eager)
+        # int8 only where the CPU has int8 dot products: elsewhere oneDNN emulates them, slower than bf16
+        self.int8_convs = use_int8_convs(self.eager) if int8 and cpu_int8_supported() else 0
         self._frozen: torch.jit.ScriptModule | None = None
         self._tried = False
         self._lock = threading.Lock()

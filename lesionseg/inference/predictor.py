@@ -165,7 +165,7 @@ class Predictor:
 
     def __init__(self, model: DSAttentionUNet, device: str | torch.device = "cpu", tta: bool = False,
                  fast: bool = True, batch_size: int = 8, backend: str = "torch", onnx_folder: str | None = None,
-                 cleanup: bool = True):
+                 cleanup: bool = True, int8: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         self.device = resolve_device(device)
@@ -189,15 +189,18 @@ class Predictor:
             self.onnx = runner_for(self.model, onnx_folder)
         self.backend = backend
         self.fast = bool(fast) and self.onnx is None and self._fast_supported()
-        # CPU: bf16 weights, channels_last, frozen trace (cpu_bf16.py); other devices: fp32 as loaded
-        self._cpu_bf16 = FrozenBF16Runner(self.model, self.img_size) if self.fast else None
-        log.debug("predictor on %s, img_size %d, threshold %.3f, fast=%s", self.device, self.img_size,
-                  self.threshold, self.fast)
+        # CPU: bf16 weights, channels_last, frozen trace (cpu_bf16.py), int8 convolutions below full
+        # resolution where the CPU has int8 dot products (cpu_int8.py); other devices: fp32 as loaded
+        self._cpu_bf16 = FrozenBF16Runner(self.model, self.img_size, int8=int8) if self.fast else None
+        self.int8 = self._cpu_bf16 is not None and self._cpu_bf16.int8_convs > 0
+        log.debug("predictor on %s, img_size %d, threshold %.3f, fast=%s, int8=%s", self.device, self.img_size,
+                  self.threshold, self.fast, self.int8)
 
     @classmethod
     def from_weights(cls, source: str | Path | None = None, revision: str | None = None,
                      device: str | torch.device = "auto", tta: bool = False, allow_pickle: bool = False,
-                     fast: bool = True, backend: str = "torch", cleanup: bool = True) -> "Predictor":
+                     fast: bool = True, backend: str = "torch", cleanup: bool = True,
+                     int8: bool = True) -> "Predictor":
         """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights.
 
         ``backend="onnx"`` uses ``model.onnx`` beside local weights when it was exported from them."""
@@ -205,7 +208,8 @@ class Predictor:
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)
         path = Path(str(source if source is not None else default_weights_source())).expanduser()
         folder = str(path if path.is_dir() else path.parent) if path.exists() else None
-        pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend, onnx_folder=folder, cleanup=cleanup)
+        pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend, onnx_folder=folder, cleanup=cleanup,
+                   int8=int8)
         pred.source = str(source) if source is not None else None
         return pred
 
