@@ -128,6 +128,7 @@ def render(recipe: Path, weights: Path) -> str:
     run = _read(recipe / "run_info.json") or {}
     evals = {name: r for name, r in [("held-out test", _read(recipe / "eval_test.json")),
                                      ("held-out test + flip TTA", _read(recipe / "eval_test_tta.json")),
+                                     ("held-out test, bf16 only (--no-int8)", _read(recipe / "eval_test_bf16.json")),
                                      ("held-out test, exact fp32 (--no-fast)", _read(recipe / "eval_test_fp32.json")),
                                      ("held-out test, raw masks (--no-cleanup)", _read(recipe / "eval_test_raw.json"))]
              if r}
@@ -189,8 +190,11 @@ Epochs: {run.get('epochs', '?')}; wall time {run.get('wall_minutes', '?')} min o
 
 Per-image mean ± SD at each mask's own resolution, default threshold, computed by
 `lesionseg evaluate` (outputs committed as `{recipe.as_posix()}/eval_test*.json`). The first column is
-the default path (bf16 where the CPU supports it); the exact fp32 column shows how much of a
-difference that makes: images whose IoU lies right at the 0.65 failure line can flip between them.
+the default path: on a CPU, bf16 where it has bf16 instructions, with the 3x3 convolutions below full
+resolution in int8 where it has int8 dot products (the operating points below were measured on the
+bf16 path). The bf16-only and exact fp32 columns show how much of a difference that makes: images
+whose IoU lies right at the 0.65 failure line, or with a second region near the clean-up's 10%
+cut-off, can flip between them.
 
 {metrics_table(evals)}
 """)

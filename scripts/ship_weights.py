@@ -8,9 +8,10 @@
    validation operating points on the masks users get (the model's clean-up applied, see
    lesionseg/postprocess.py) and applies the training's threshold rule to them (runs trained before
    the clean-up existed measured raw masks), writing operating_points.json and config.json;
-3. runs `lesionseg evaluate` on the held-out test IDs, without and with flip TTA, in exact fp32
-   (--no-fast) and with raw masks (--no-cleanup), writing eval_test.json / eval_test_tta.json /
-   eval_test_fp32.json / eval_test_raw.json into the recipe folder (the card's numbers come from these);
+3. runs `lesionseg evaluate` on the held-out test IDs, without and with flip TTA, without int8
+   (--no-int8), in exact fp32 (--no-fast) and with raw masks (--no-cleanup), writing eval_test.json /
+   eval_test_tta.json / eval_test_bf16.json / eval_test_fp32.json / eval_test_raw.json into the
+   recipe folder (the card's numbers come from these);
 4. records run_info.json (command, epochs, wall time, hardware) and renders weights/README.md.
 """
 from __future__ import annotations
@@ -40,10 +41,10 @@ def cpu_name() -> str:
 
 
 def evaluate(weights: Path, data_dir: str, ids: Path, out: Path, tta: bool, exact: bool = False,
-             raw: bool = False) -> None:
+             raw: bool = False, int8: bool = True) -> None:
     cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(weights), "--data-dir", data_dir,
            "--ids", str(ids), "--json", str(out)] + (["--tta"] if tta else []) + (["--no-fast"] if exact else []) \
-        + (["--no-cleanup"] if raw else [])
+        + (["--no-cleanup"] if raw else []) + ([] if int8 else ["--no-int8"])
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -116,7 +117,9 @@ def main() -> int:
     retune_threshold(weights, data_dir, recipe / "val_ids.txt", cfg["recall_target"], recipe / "operating_points.json")
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_tta.json", tta=True)
-    # the default path computes in bf16 where the CPU has it; the exact fp32 numbers sit beside it
+    # the default path computes in bf16 (int8 convolutions below full resolution where the CPU has
+    # int8 dot products); the bf16-only and exact fp32 numbers sit beside it
+    evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_bf16.json", tta=False, int8=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_fp32.json", tta=False, exact=True)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_raw.json", tta=False, raw=True)
 
