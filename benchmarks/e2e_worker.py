@@ -20,6 +20,14 @@ import time
 from pathlib import Path
 
 
+
+def _path(pred) -> str:
+    if pred.onnx is not None:
+        return "onnx"
+    if not pred.fast:
+        return "fp32"
+    return "bf16 + int8" if pred.int8 else "bf16"
+
 def _rss_mb(field: str = "VmRSS") -> float:
     """Current (VmRSS) or peak (VmHWM) resident memory of this process in MB from /proc."""
     try:
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
               "rss_loaded_mb": rss_loaded, "peak_rss_mb": _rss_mb("VmHWM"),
               "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "mask_shape": list(shape), "png_bytes": out.stat().st_size,
-              "path": pred.onnx is not None and "onnx" or ("bf16" if pred.fast else "fp32")}
+              "path": _path(pred)}
     out.unlink()
     os.rmdir(out.parent)
     print(json.dumps(result))
