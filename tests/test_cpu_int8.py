@@ -8,7 +8,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import lesionseg.inference.cpu_bf16 as cpu_bf16  # noqa: E402
@@ -29,11 +28,14 @@ def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @needs_int8
-@pytest.mark.parametrize("offset,bias,padding", [(0.0, False, 1), (-0.7, True, 1), (40.0, True, 0)])
+@pytest.mark.parametrize("offset,bias,padding", [(0.0, False, 1),   # post-ReLU-like: zero point 0
+                                                 (-0.7, True, 1),   # mixed signs: zero point ~60
+                                                 (-5.0, True, 1),   # all negative: zero point 255
+                                                 (40.0, True, 0)])  # far from 0: coarse steps
 def test_int8_conv_is_close_to_the_fp32_conv(offset: float, bias: bool, padding: int) -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(32, 48, 3, padding=padding, bias=bias).eval()
-    x = (torch.rand(2, 32, 20, 24) * 3 + offset).contiguous(memory_format=CL)  # offset: zero point far from 0
+    x = (torch.rand(2, 32, 20, 24) * 3 + offset).contiguous(memory_format=CL)
     with torch.no_grad():
         want = conv(x)
     got = Int8Conv2d(conv)(x)
@@ -60,9 +62,9 @@ def test_int8_conv_scales_each_image_on_its_own() -> None:
 
 
 @needs_int8
-def test_int8_conv_keeps_bf16_in_bf16_out() -> None:
+def test_int8_conv_keeps_bf16_in_bf16_out_with_a_bias() -> None:
     torch.manual_seed(0)
-    conv = nn.Conv2d(32, 32, 3, padding=1, bias=False).eval()
+    conv = nn.Conv2d(32, 32, 3, padding=1, bias=True).eval()
     x = torch.relu(torch.randn(1, 32, 16, 16)).contiguous(memory_format=CL)
     got = Int8Conv2d(conv)(x.to(torch.bfloat16))
     assert got.dtype == torch.bfloat16
@@ -70,11 +72,42 @@ def test_int8_conv_keeps_bf16_in_bf16_out() -> None:
         assert _rel_err(got, conv(x)) < 0.02
 
 
+@needs_int8
+def test_int8_conv_takes_any_layout_and_odd_inputs() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, 3, padding=1, bias=False).eval()
+    q = Int8Conv2d(conv)
+    x = torch.randn(2, 16, 10, 12)  # NCHW: oneDNN itself would read it as channels_last (and crash)
+    with torch.no_grad():
+        assert _rel_err(q(x), conv(x)) < 0.02
+    assert q(torch.zeros(0, 16, 10, 12)).shape == (0, 24, 10, 12)
+    bad = torch.randn(2, 16, 10, 12)
+    bad[1, 3, 4, 5] = float("nan")
+    out = q(bad.contiguous(memory_format=CL))
+    # the float model's next GroupNorm turns one NaN into a NaN image; the other image is unaffected
+    assert torch.isnan(out[1]).all() and torch.isfinite(out[0]).all()
+    with torch.no_grad():
+        assert _rel_err(out[:1], conv(bad[:1])) < 0.02
+
+
+@needs_int8
+def test_int8_conv_from_several_threads_gives_the_sequential_results() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    q = Int8Conv2d(nn.Conv2d(32, 32, 3, padding=1, bias=False).eval())
+    xs = [(torch.rand(1, 32, 24, 24) * (i + 1) - i).contiguous(memory_format=CL) for i in range(8)]
+    want = [q(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            assert all(torch.equal(a, b) for a, b in zip(pool.map(q, xs), want))
+
+
 def test_int8_conv_refuses_what_it_does_not_compute() -> None:
-    if not cpu_int8_supported():
-        pytest.skip("no int8 CPU: the packing op may be unavailable")
-    for conv in (nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 8, 3, dilation=2)):
-        with pytest.raises(ValueError, match="stride 1, dilation 1, one group"):
+    convs = (nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 8, 3, dilation=2),
+             nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), nn.Conv2d(8, 8, 3, padding="same"))
+    for conv in convs:  # refused before any oneDNN call, so this runs on every CPU
+        with pytest.raises(ValueError, match="stride 1, dilation 1, one group, zero padding"):
             Int8Conv2d(conv)
 
 
@@ -87,7 +120,8 @@ def test_only_3x3_convolutions_below_full_resolution_are_swapped() -> None:
     assert all(isinstance(m, nn.Conv2d) for m in model.encoder.blocks[0] if not isinstance(m, (nn.GroupNorm, nn.ReLU)))
     assert all(isinstance(m, nn.Conv2d) for m in model.decoder.stages[-1].block
                if not isinstance(m, (nn.GroupNorm, nn.ReLU)))
-    assert isinstance(model.encoder.blocks[1][0], Int8Conv2d) and isinstance(model.decoder.stages[0].block[3], Int8Conv2d)
+    assert isinstance(model.encoder.blocks[1][0], Int8Conv2d)
+    assert isinstance(model.decoder.stages[0].block[3], Int8Conv2d)
     assert isinstance(model.decoder.stages[0].reduce, nn.Conv2d) and isinstance(model.head, nn.Conv2d)
 
 

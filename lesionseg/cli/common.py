@@ -60,7 +60,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="exact fp32 inference on the CPU instead of its bf16 fast path (GPUs run fp32 either way)")
     p.add_argument("--no-int8", dest="int8", action="store_false",
-                   help="keep the CPU fast path in bf16 throughout (by default it runs the convolutions below "
+                   help="keep the CPU fast path in bf16 throughout (by default it runs the 3x3 convolutions below "
                         "full resolution in int8 where the CPU has int8 dot products)")
     p.add_argument("--no-cleanup", dest="cleanup", action="store_false",
                    help="raw masks: keep holes and small separate regions (by default the model's clean-up "

@@ -3,8 +3,8 @@
 Measured on a 2-core avx512_bf16 CPU at 256 px, batch 1 (benchmarks/results.md): bf16 autocast
 re-casts the fp32 weights and casts activations around every convolution on every call; holding
 the weights in bf16 removes that (about 1.1x over autocast), and freezing a trace pre-packs the
-oneDNN convolution weights once instead of per call (about 1.1x more). Tracing takes ~0.2 s, not the
-30-60 s of ``torch.compile`` on this machine, so a process that predicts one image still gains.
+oneDNN convolution weights once instead of per call (about 1.1x more). Tracing takes ~0.2 s, not
+the 20-30 s of ``torch.compile`` on this machine, so a process that predicts one image still gains.
 The full-resolution attention gate is recomputed with its intermediates channels-first
 (cpu_gate.py), and the 16/32-channel upsampling and pooling as row-wise lerp / maximum calls
 (cpu_resample.py): PyTorch's channels_last bf16 kernels for them vectorise over channels, and these
@@ -65,7 +65,7 @@ class FrozenBF16Runner:
             example = example.contiguous(memory_format=torch.channels_last)
             try:
                 with warnings.catch_warnings():
-                    # torch.jit is marked deprecated in favour of torch.compile, which costs ~40 s of
+                    # torch.jit is marked deprecated in favour of torch.compile, which costs 20-30 s of
                     # compilation per process here; the trace's size-specific control flow is handled
                     # by calling it only at the traced size
                     warnings.simplefilter("ignore")
