@@ -19,7 +19,7 @@ from lesionseg.models import DSAttentionUNet  # noqa: E402
 
 CL = torch.channels_last
 needs_int8 = pytest.mark.skipif(not cpu_int8_supported(),
-                                reason="this CPU has no int8 dot products (avx512_vnni / avx_vnni / amx_int8)")
+                                reason="this CPU has no int8 dot products (torch.cpu reports no VNNI / AMX)")
 SMALL = dict(encoder_channels=[16, 32, 64, 128], decoder_channels=[64, 32, 16], inference_img_size=64)
 
 

@@ -1,6 +1,6 @@
 """Dynamic int8 convolutions for the CPU fast path, below full resolution.
 
-On a CPU with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX), oneDNN's u8 x s8
+On a CPU with int8 dot-product instructions (AVX512-VNNI or AMX), oneDNN's u8 x s8
 convolution runs the model's 3x3 convolutions about 1.9x faster than bf16 (2-core avx512_vnni
 EPYC, 128 -> 128 channels at 32 px: 0.67 -> 0.35 ms). Only the convolutions whose input is at
 most half the model's resolution are swapped: there the quantisation of the input is cheap next
