@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from runner_check import assert_runner_matches  # noqa: E402
 from torch import nn  # noqa: E402
 
 import lesionseg.inference.cpu_bf16 as cpu_bf16  # noqa: E402
@@ -132,13 +133,8 @@ def test_runner_traces_the_int8_op_and_matches_the_fp32_model() -> None:
     runner = FrozenBF16Runner(model, 64, int8=True)
     assert runner.int8_convs == 10
     assert not any(isinstance(m, Int8Conv2d) for m in model.modules())  # the caller's model is untouched
-    for x in (torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64, 64), torch.randn(1, 3, 40, 56)):
-        with torch.no_grad():
-            ref = model(x)
-        out = runner(x)
-        assert out.shape == ref.shape
-        assert ((out > 0) == (ref > 0)).float().mean() > 0.99
-        assert (torch.sigmoid(out) - torch.sigmoid(ref)).abs().max() < 0.05
+    assert_runner_matches(runner, model, [torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64, 64),
+                                          torch.randn(1, 3, 40, 56)], max_prob_diff=0.05)
     assert isinstance(runner._frozen, torch.jit.ScriptModule)
     assert "lesionseg::qconv2d_dynamic" in str(runner._frozen.inlined_graph)
 
