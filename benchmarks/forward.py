@@ -16,7 +16,7 @@ import torch
 from lesionseg.data.transforms import normalize, resize_rgb
 from lesionseg.inference import Predictor, load_model
 
-from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_fn, time_interleaved
+from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_interleaved
 
 log = logging.getLogger("benchmarks")
 Fn = Callable[[torch.Tensor], torch.Tensor]
