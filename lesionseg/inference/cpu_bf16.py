@@ -51,7 +51,8 @@ class FrozenBF16Runner:
         self.eager = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
         self.gates_swapped = use_channels_first_gates(self.eager)
         self.resampling_swapped = use_fast_resampling(self.eager)
-        # int8 only where the CPU has int8 dot products: elsewhere oneDNN emulates them, slower than bf16
+        # int8 only where the CPU has int8 dot products: the speed-up was measured there, and without
+        # them oneDNN's int8 kernels have no faster instructions to use than bf16's
         self.int8_convs = use_int8_convs(self.eager) if int8 and cpu_int8_supported() else 0
         self._frozen: torch.jit.ScriptModule | None = None
         self._tried = False
