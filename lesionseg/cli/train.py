@@ -7,7 +7,10 @@ import logging
 import sys
 from typing import Any
 
+from ..data.presets import AUGMENT_PRESETS
 from ..losses import LOSSES
+from ..models.encoders import ENCODERS
+from ..training.config import SELECT_ON
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     both("grad_clip", type=float, metavar="NORM")
     p.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction, default=None,
                    help="albumentations augmentation (default on)")
+    both("augment_preset", choices=list(AUGMENT_PRESETS),
+         help="standard (the original recipe) or robust (framing, colour constancy, blur, pen marks)")
+    both("encoder", choices=list(ENCODERS), help="encoder: unet (from scratch) or mobilenet_v2 (ImageNet)")
+    both("encoder_weights", metavar="PATH|none",
+         help="ImageNet file of a pretrained encoder (default: the installed extra; none: random init)")
     g = p.add_argument_group("runtime")
     both("device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
@@ -52,6 +60,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     both("resume", metavar="PATH", help="a run folder or its models/last_checkpoint.pth")
     both("max_steps_per_epoch", type=int, metavar="N", help="cap steps per epoch (smoke tests)")
     both("recall_target", type=float, metavar="R", help="default threshold: best precision with recall >= R (0.93)")
+    both("external_dir", metavar="DIR",
+         help="labelled images from outside the training data, scored every epoch (never trained on)")
+    both("select_on", choices=list(SELECT_ON), help="best epoch by val Dice (default) or its mean with the external Dice")
+    both("external_recall_target", type=float, metavar="R",
+         help="with --external-dir, the default threshold also keeps external recall >= R (0.90)")
     both("push_to_hub", metavar="REPO_ID", help="publish the best model folder to the Hugging Face Hub")
     p.add_argument("--config", metavar="YAML", help="options file; flags given here override it")
     p.add_argument("--model", metavar="JSON", default=None, type=json.loads,
@@ -72,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             file_values = load_yaml(args.config) if args.config else {}
             cfg = build_config(file_values, vars(args))
+            if args.encoder:
+                cfg.model = {**cfg.model, "encoder_name": args.encoder}
         # under torchrun: join the process group (one line and exit 2 if its environment is half set)
         ctx = setup(pick_device(cfg.device))
     except (ValueError, TypeError, FileNotFoundError) as e:

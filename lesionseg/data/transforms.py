@@ -10,25 +10,128 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def train_transform(img_size: int, augment: bool = True) -> A.Compose:
+from .presets import AUGMENT_PRESETS  # noqa: E402
+
+
+def shades_of_gray(rgb: np.ndarray, power: float = 6.0) -> np.ndarray:
+    """Shades of Gray colour constancy (Finlayson & Trezzi, 2004): scale each channel so that the
+    image's Minkowski p-norm illuminant estimate becomes neutral grey. (H, W, 3) uint8 -> same."""
+    x = rgb.astype(np.float32)
+    illum = np.power(np.mean(np.power(x, power), axis=(0, 1)), 1.0 / power)
+    gain = illum.mean() / np.maximum(illum, 1e-6)
+    return np.clip(x * gain, 0, 255).astype(np.uint8)
+
+
+class ShadesOfGray(A.ImageOnlyTransform):
+    """Colour constancy as augmentation: the model sees each photo both as its camera saw it and
+    with the illuminant removed, so another camera's colour cast matters less."""
+
+    def __init__(self, power: float = 6.0, p: float = 0.5):
+        super().__init__(p=p)
+        self.power = power
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return shades_of_gray(img, self.power)
+
+
+class ChannelGain(A.ImageOnlyTransform):
+    """A random colour cast (per-channel gain), as another camera's white balance would give."""
+
+    def __init__(self, limit: float = 0.15, p: float = 0.5):
+        super().__init__(p=p)
+        self.limit = limit
+
+    def get_params(self) -> dict:
+        return {"gain": np.array([self.py_random.uniform(1 - self.limit, 1 + self.limit) for _ in range(3)],
+                                 np.float32)}
+
+    def apply(self, img: np.ndarray, gain: np.ndarray = None, **params) -> np.ndarray:
+        return np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+class PenMarks(A.ImageOnlyTransform):
+    """Ink lines and ruler-like ticks drawn on the skin (the mask is unchanged), so that the outline
+    learns not to follow the surgical-marker circles and rulers seen in clinic photos."""
+
+    COLOURS = ((70, 40, 110), (40, 50, 120), (30, 30, 30), (20, 90, 60))
+
+    def __init__(self, max_marks: int = 3, p: float = 0.2):
+        super().__init__(p=p)
+        self.max_marks = max_marks
+
+    def get_params(self) -> dict:
+        r = self.py_random
+        marks = []
+        for _ in range(r.randint(1, self.max_marks)):
+            pts = np.array([[r.random(), r.random()] for _ in range(r.randint(2, 5))], np.float32)
+            marks.append((pts, self.COLOURS[r.randrange(len(self.COLOURS))], r.randint(1, 4), r.random() < 0.3))
+        return {"marks": marks}
+
+    def apply(self, img: np.ndarray, marks: list = (), **params) -> np.ndarray:
+        out = img.copy()
+        h, w = img.shape[:2]
+        for pts, colour, width, ticks in marks:
+            xy = (pts * [w - 1, h - 1]).astype(np.int32)
+            cv2.polylines(out, [xy], False, colour, width, cv2.LINE_AA)
+            if ticks:  # a ruler: short perpendicular ticks along the first segment
+                (x0, y0), (x1, y1) = xy[0], xy[1]
+                n = max(2, int(np.hypot(x1 - x0, y1 - y0) // 8))
+                dx, dy = (y1 - y0), -(x1 - x0)
+                norm = max(np.hypot(dx, dy), 1.0)
+                for t in np.linspace(0, 1, n):
+                    cx, cy = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+                    ex, ey = cx + 5 * dx / norm, cy + 5 * dy / norm
+                    cv2.line(out, (int(cx), int(cy)), (int(ex), int(ey)), colour, 1, cv2.LINE_AA)
+        return out
+
+
+def train_transform(img_size: int, augment: bool = True, preset: str = "standard") -> A.Compose:
     """Augmentations suited to dermoscopy: a lesion has no up or down, devices differ in colour,
-    zoom and sharpness, and hair / vignetting are common. Input images are already ``img_size``."""
+    zoom and sharpness, and hair / vignetting are common. Input images are already ``img_size``.
+
+    ``preset``: ``standard`` (the original recipe) or ``robust``, which adds what photos from other
+    clinics differ in: framing (crops that zoom in until the lesion fills or leaves the frame, and
+    aspect changes that undo or redo a squash-resize), colour constancy and colour casts, stronger
+    blur and JPEG loss, and pen / ruler marks.
+    """
+    if preset not in AUGMENT_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(AUGMENT_PRESETS)}")
     if not augment:
         return A.Compose([A.Resize(img_size, img_size)])
-    return A.Compose([
+    robust = preset == "robust"
+    geometric = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
         A.Affine(scale=(0.75, 1.25), translate_percent=(-0.08, 0.08), rotate=(-30, 30), shear=(-8, 8),
                  border_mode=cv2.BORDER_REFLECT_101, p=0.7),
-        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.6, 1.0), ratio=(0.8, 1.25), p=0.3),
+        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.25, 1.0) if robust else (0.6, 1.0),
+                            ratio=(0.6, 1.67) if robust else (0.8, 1.25), p=0.6 if robust else 0.3),
         A.Resize(img_size, img_size),
-        A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.04, p=0.7),
-        A.OneOf([
-            A.GaussianBlur(blur_limit=(3, 5)),
-            A.GaussNoise(std_range=(0.02, 0.06)),
-            A.ImageCompression(quality_range=(50, 90)),
-        ], p=0.3),
+    ]
+    if not robust:
+        photometric = [
+            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.04, p=0.7),
+            A.OneOf([
+                A.GaussianBlur(blur_limit=(3, 5)),
+                A.GaussNoise(std_range=(0.02, 0.06)),
+                A.ImageCompression(quality_range=(50, 90)),
+            ], p=0.3),
+        ]
+    else:
+        photometric = [
+            A.OneOf([ShadesOfGray(p=1.0), ChannelGain(0.15, p=1.0)], p=0.5),
+            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.8),
+            A.RandomGamma(gamma_limit=(70, 140), p=0.3),
+            A.OneOf([
+                A.GaussianBlur(blur_limit=(3, 7)),
+                A.GaussNoise(std_range=(0.02, 0.08)),
+                A.ImageCompression(quality_range=(30, 90)),
+                A.Downscale(scale_range=(0.35, 0.7)),
+            ], p=0.4),
+            PenMarks(p=0.15),
+        ]
+    return A.Compose(geometric + photometric + [
         A.CLAHE(clip_limit=2.0, p=0.1),
         A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.03, 0.08), hole_width_range=(0.03, 0.08),
                         fill=0, p=0.1),

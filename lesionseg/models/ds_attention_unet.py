@@ -8,6 +8,7 @@ trained and tuned with.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -16,34 +17,11 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .blocks import AttentionGate, ConvBlock
+from .encoders import ENCODERS, MobileNetV2Encoder, UNetEncoder
 
 ARCHITECTURE = "DSAttentionUNet"
-
-
-class Encoder(nn.Module):
-    """Conv blocks with 2x max-pooling between them.
-
-    Shapes: (B, C_in, H, W) -> list of (B, C_i, H / 2**i, W / 2**i), shallow to deep.
-    """
-
-    def __init__(self, in_channels: int, channels: Sequence[int], norm_groups: int, activation: str,
-                 dropout: float):
-        super().__init__()
-        blocks, prev = [], in_channels
-        for i, ch in enumerate(channels):
-            # dropout only in the two deepest blocks, where over-fitting on 2k images starts
-            drop = dropout if i >= len(channels) - 2 else 0.0
-            blocks.append(ConvBlock(prev, ch, norm_groups, activation, drop))
-            prev = ch
-        self.blocks = nn.ModuleList(blocks)
-        self.pool = nn.MaxPool2d(2)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for i, block in enumerate(self.blocks):
-            x = block(x if i == 0 else self.pool(x))
-            feats.append(x)
-        return feats
+DEFAULT_UNET_CHANNELS = (16, 32, 64, 128, 256)
+MOBILENET_DECODER_CHANNELS = (128, 64, 32, 24, 16)
 
 
 class BilinearUpsample(nn.Module):
@@ -120,8 +98,14 @@ class DSAttentionUNet(
     Args:
         in_channels: input image channels (3 for RGB).
         out_channels: output logit channels (1: lesion vs skin).
-        encoder_channels: channels of each encoder level, shallow to deep (4-6 levels).
-        decoder_channels: channels of each decoder stage, deep to shallow (one per skip).
+        encoder_name: ``unet`` (conv blocks trained from scratch) or ``mobilenet_v2`` (MobileNetV2
+            features under a full-resolution stem; ImageNet-initialised in training, see
+            :func:`load_encoder_weights`). Folders saved before this option load as ``unet``.
+        encoder_channels: channels of each encoder level, shallow to deep (4-6 levels); None: the
+            encoder's default. For ``mobilenet_v2`` only the first (the stem) may differ from
+            ``[16, 16, 24, 32, 96, 320]``.
+        decoder_channels: channels of each decoder stage, deep to shallow (one per skip); None:
+            the skips' channels for ``unet``, ``[128, 64, 32, 24, 16]`` for ``mobilenet_v2``.
         norm_groups: GroupNorm groups (reduced per layer to divide its channels).
         activation: one of ``relu``, ``silu``, ``gelu``, ``leaky_relu``.
         encoder_dropout: Dropout2d in the two deepest encoder blocks.
@@ -144,8 +128,9 @@ class DSAttentionUNet(
         self,
         in_channels: int = 3,
         out_channels: int = 1,
-        encoder_channels: Sequence[int] = (16, 32, 64, 128, 256),
-        decoder_channels: Sequence[int] = (128, 64, 32, 16),
+        encoder_name: str = "unet",
+        encoder_channels: Sequence[int] | None = None,
+        decoder_channels: Sequence[int] | None = None,
         norm_groups: int = 8,
         activation: str = "relu",
         encoder_dropout: float = 0.1,
@@ -160,8 +145,26 @@ class DSAttentionUNet(
         preprocess_std: Sequence[float] = (0.229, 0.224, 0.225),
     ):
         super().__init__()
-        if not 4 <= len(encoder_channels) <= 6:
-            raise ValueError(f"encoder_channels needs 4 to 6 levels, got {len(encoder_channels)}")
+        if encoder_name not in ENCODERS:
+            raise ValueError(f"unknown encoder_name {encoder_name!r}; valid: {', '.join(ENCODERS)}")
+        if encoder_name == "unet":
+            encoder_channels = list(encoder_channels or DEFAULT_UNET_CHANNELS)
+            if not 4 <= len(encoder_channels) <= 6:
+                raise ValueError(f"encoder_channels needs 4 to 6 levels, got {len(encoder_channels)}")
+            encoder: nn.Module = UNetEncoder(in_channels, encoder_channels, norm_groups, activation, encoder_dropout)
+        else:
+            stem = int(encoder_channels[0]) if encoder_channels else 16
+            encoder = MobileNetV2Encoder(stem, norm_groups, activation)
+            if in_channels != 3:
+                raise ValueError(f"encoder_name {encoder_name!r} takes RGB input (in_channels 3), got {in_channels}")
+            if encoder_channels and list(encoder_channels) != encoder.out_channels:
+                raise ValueError(f"encoder_channels of {encoder_name!r} are {encoder.out_channels} "
+                                 f"(the first, the stem, may change), got {list(encoder_channels)}")
+            encoder_channels = encoder.out_channels
+        if decoder_channels is None:
+            decoder_channels = (list(encoder_channels[:-1])[::-1] if encoder_name == "unet"
+                                else list(MOBILENET_DECODER_CHANNELS))
+        self.encoder_name = encoder_name
         if not 0.0 < inference_threshold < 1.0:
             raise ValueError(f"inference_threshold must lie in (0, 1), got {inference_threshold}")
         if not 0.0 <= inference_min_region_fraction <= 1.0:
@@ -178,7 +181,7 @@ class DSAttentionUNet(
         self.preprocess_std = [float(v) for v in preprocess_std]
         self.stride = 2 ** (len(encoder_channels) - 1)
 
-        self.encoder = Encoder(in_channels, encoder_channels, norm_groups, activation, encoder_dropout)
+        self.encoder = encoder
         self.decoder = Decoder(encoder_channels, decoder_channels, norm_groups, activation, decoder_attention)
         self.head = nn.Conv2d(decoder_channels[-1], out_channels, 1)
         self.aux_heads = nn.ModuleList(
@@ -208,6 +211,14 @@ class DSAttentionUNet(
                         **kwargs: Any) -> "DSAttentionUNet":
         """Load from a local folder or Hub repo id; strict by default (a shape mismatch fails)."""
         return super().from_pretrained(pretrained_model_name_or_path, *args, strict=strict, **kwargs)
+
+    def load_encoder_weights(self, path: str | Path) -> None:
+        """Initialise a pretrained encoder from its ImageNet file (training only; the saved model
+        carries the fine-tuned weights). ValueError for an encoder trained from scratch."""
+        if not hasattr(self.encoder, "load_imagenet"):
+            raise ValueError(f"encoder {self.encoder_name!r} has no ImageNet weights; "
+                             f"pretrained encoders: {', '.join(n for n in ENCODERS if n != 'unet')}")
+        self.encoder.load_imagenet(path)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,14 +1,17 @@
 """Training configuration: defaults < YAML file (--config) < command-line flags."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..data.presets import AUGMENT_PRESETS
 from ..losses import LOSSES
+
+# the score that picks the best epoch: validation Dice, or its mean with the external set's Dice
+SELECT_ON = ("val", "val+external")
 
 
 @dataclass
@@ -36,6 +39,10 @@ class TrainConfig:
     deep_supervision_decay: float = 0.5
     grad_clip: float = 1.0
     augment: bool = True
+    augment_preset: str = "standard"
+    # None: ImageNet weights for a pretrained encoder (model.encoder_name), from the installed
+    # extra; "none": random initialisation; else the path of the ImageNet file
+    encoder_weights: str | None = None
     # runtime
     device: str = "auto"
     amp: bool = True
@@ -47,6 +54,10 @@ class TrainConfig:
     sample_images: int = 4
     # after training
     recall_target: float = 0.93
+    # a labelled folder from outside the training data, scored every epoch and never trained on
+    external_dir: str | None = None
+    select_on: str = "val"
+    external_recall_target: float = 0.9
     push_to_hub: str | None = None
     # model constructor arguments (DSAttentionUNet), JSON-friendly
     model: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +72,14 @@ class TrainConfig:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.img_size % 16:
             raise ValueError(f"--img_size must be a multiple of 16, got {self.img_size}")
+        if self.augment_preset not in AUGMENT_PRESETS:
+            raise ValueError(f"unknown augment_preset {self.augment_preset!r}; valid: {', '.join(AUGMENT_PRESETS)}")
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"unknown select_on {self.select_on!r}; valid: {', '.join(SELECT_ON)}")
+        if self.select_on != "val" and not self.external_dir:
+            raise ValueError(f"--select-on {self.select_on} needs --external-dir DIR")
+        if not 0 < self.external_recall_target <= 1:
+            raise ValueError(f"--external-recall-target must lie in (0, 1], got {self.external_recall_target}")
         if not 0 < self.recall_target <= 1:
             raise ValueError(f"--recall-target must lie in (0, 1], got {self.recall_target}")
 
@@ -95,6 +114,3 @@ def build_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> Trai
     cfg.validate()
     return cfg
 
-
-def replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    return dataclasses.replace(cfg, **changes)

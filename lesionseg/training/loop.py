@@ -19,10 +19,9 @@ from ..data.dataset import LesionDataset, seed_worker
 from ..data.pairing import DataError, collect_pairs, resolve_data_dir
 from ..data.split import load_split, make_split, save_split
 from ..data.transforms import train_transform
+from ..models.encoders import default_encoder_weights
 from ..losses import get_loss
-from ..metrics import choose_threshold, operating_points
 from ..models import DSAttentionUNet
-from ..postprocess import cleanup_of
 from ..utils.atomic import atomic_write_text
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
@@ -30,10 +29,14 @@ from .distributed import Distributed
 from .epoch import (Runtime, make_optimisation, predict_probs, train_epoch, use_channels_last, validate,
                     validation_metrics)
 from .plots import plot_history, save_epoch_samples
+from .thresholds import tune_threshold
 
 log = logging.getLogger(__name__)
 DEBUG_PAIRS = 48
-RANK_SEED_STRIDE = 100_003  # per-process augmentation / dropout seeds: epoch seed + stride x rank
+RANK_SEED_STRIDE = 100_003
+EXTERNAL_COLUMNS = (("dice", "dice_mean"), ("iou", "iou_mean"), ("recall", "recall_mean"),
+                    ("precision", "precision_mean"), ("thresholded_jaccard", "thresholded_jaccard"),
+                    ("failure_rate", "failure_rate"))  # per-process augmentation / dropout seeds: epoch seed + stride x rank
 
 __all__ = ["RunResult", "fit", "pick_device", "predict_probs", "resume_config", "validation_metrics"]
 
@@ -78,6 +81,18 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _init_encoder(model: DSAttentionUNet, setting: str | None) -> None:
+    """ImageNet initialisation of a pretrained encoder (``setting``: None = the installed file,
+    ``"none"`` = random, else a path); an encoder trained from scratch ignores it."""
+    if model.encoder_name == "unet" or (setting or "").lower() == "none":
+        return
+    path = Path(setting) if setting else default_encoder_weights(model.encoder_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: encoder weights file not found (--encoder-weights PATH, or none)")
+    model.load_encoder_weights(path)
+    log.info("encoder %s initialised from %s", model.encoder_name, path)
 
 
 def _resolve_pairs(cfg: TrainConfig):
@@ -129,7 +144,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         # the run continues in its own folder with its own settings; only RESUME_OVERRIDES may change
         cfg = resume_config(cfg.resume, {k: getattr(cfg, k) for k in RESUME_OVERRIDES}, resume_state)
     # absolute data paths in the saved config let --resume work from any folder
-    for key in ("images", "masks", "data_dir", "split_file"):
+    for key in ("images", "masks", "data_dir", "split_file", "external_dir"):
         if getattr(cfg, key):
             setattr(cfg, key, str(Path(getattr(cfg, key)).resolve()))
     _seed_everything(cfg.seed)
@@ -164,11 +179,13 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
             atomic_write_text(run_dir / f"{name}_ids.txt", "".join(f"{i}\n" for i in ids))
     model_kwargs = {"inference_img_size": cfg.img_size, **cfg.model}
     model = DSAttentionUNet(**model_kwargs)
+    if resume_state is None:
+        _init_encoder(model, cfg.encoder_weights)
     mean, std = model.preprocess_mean, model.preprocess_std
     log.info("data: %d train / %d val / %d test pairs; decoding at %d px", len(split["train"]),
              len(split["val"]), len(split["test"]), cfg.img_size)
     train_ds = LesionDataset([by_id[i] for i in split["train"]], cfg.img_size,
-                             train_transform(cfg.img_size, cfg.augment), mean, std)
+                             train_transform(cfg.img_size, cfg.augment, cfg.augment_preset), mean, std)
     val_ds = LesionDataset([by_id[i] for i in split["val"] or split["train"][:8]], cfg.img_size, None, mean, std)
     loader_gen = torch.Generator()
     sampler = ctx.sampler(train_ds, cfg.seed)  # None in one process: the loader shuffles with loader_gen
@@ -178,8 +195,18 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
                               worker_init_fn=seed_worker)  # workers start afresh each epoch from its seed
     val_batch = max(cfg.batch_size, 16)
     val_loader = DataLoader(val_ds, batch_size=val_batch, shuffle=False, num_workers=0)
-    shard_loader = val_loader if not ctx.enabled else DataLoader(
-        Subset(val_ds, ctx.shard(len(val_ds))), batch_size=val_batch, shuffle=False, num_workers=0)
+    def shard_of(ds: LesionDataset) -> DataLoader:
+        return DataLoader(Subset(ds, ctx.shard(len(ds))) if ctx.enabled else ds, batch_size=val_batch,
+                          shuffle=False, num_workers=0)
+
+    shard_loader = shard_of(val_ds)
+    ext_loader = None
+    if cfg.external_dir:
+        ext_ds = LesionDataset(collect_pairs(*resolve_data_dir(cfg.external_dir), cfg.mask_suffix), cfg.img_size,
+                               None, mean, std)
+        ext_loader = shard_of(ext_ds)
+        log.info("external validation: %d pairs from %s (scored each epoch, never trained on)", len(ext_ds),
+                 cfg.external_dir)
 
     # ---- model, optimiser, schedule ----
     model.to(device)
@@ -244,10 +271,17 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_dice": val["dice_mean"],
                "val_iou": val["iou_mean"], "val_recall": val["recall_mean"], "val_precision": val["precision_mean"],
                "val_thresholded_jaccard": val["thresholded_jaccard"], "val_failure_rate": val["failure_rate"],
-               "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t_epoch, 1)}
+               "lr": scheduler.get_last_lr()[0]}
+        score = val["dice_mean"]
+        if ext_loader is not None:
+            ext, _, _ = validate(model, ext_loader, rt, ctx)
+            row.update({f"ext_{k}": ext[m] for k, m in EXTERNAL_COLUMNS})
+            if cfg.select_on == "val+external":
+                score = (val["dice_mean"] + ext["dice_mean"]) / 2
+        row.update(score=score, seconds=round(time.time() - t_epoch, 1))
         history.append(row)
-        improved = val["dice_mean"] > best_score
-        best_score = max(best_score, val["dice_mean"])
+        improved = score > best_score
+        best_score = max(best_score, score)
         if not main:
             continue
         with open(logs_dir / "metrics.jsonl", "a") as f:
@@ -256,9 +290,10 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
             save_best(models_dir / "best_model", model)
         save_last(models_dir / "last_checkpoint.pth", model, optimizer, scheduler, scaler, epoch + 1, best_score,
                   history, saved_cfg)
-        log.info("epoch %d/%d  loss %.4f  val Dice %.4f IoU %.4f recall %.4f  (%.0fs)%s", epoch + 1, cfg.epochs,
-                 row["train_loss"], row["val_dice"], row["val_iou"], row["val_recall"], row["seconds"],
-                 "  * best" if improved else "")
+        log.info("epoch %d/%d  loss %.4f  val Dice %.4f IoU %.4f recall %.4f%s  (%.0fs)%s", epoch + 1, cfg.epochs,
+                 row["train_loss"], row["val_dice"], row["val_iou"], row["val_recall"],
+                 f"  external Dice {row['ext_dice']:.4f} recall {row['ext_recall']:.4f}" if ext_loader else "",
+                 row["seconds"], "  * best" if improved else "")
         plot_history(history, vis_dir / "metrics_history.png")
         # rank 0's shard starts the validation set, so its first items are the set's first items
         val_images = [val_ds.images[i] for i in range(min(cfg.sample_images, len(probs)))]
@@ -268,29 +303,11 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         batch_log.close()
 
     # ---- operating points: rank 0 tunes the threshold for recall on the validation part ----
-    chosen, points = _tune_threshold(models_dir, model_kwargs, val_loader, rt, cfg.recall_target, logs_dir) \
-        if main else (None, None)
+    ext_full = DataLoader(ext_loader.dataset.dataset if ctx.enabled else ext_loader.dataset, batch_size=val_batch,
+                          shuffle=False, num_workers=0) if ext_loader is not None else None
+    chosen, points = tune_threshold(models_dir, model_kwargs, val_loader, rt, cfg.recall_target, logs_dir,
+                                    ext_full, cfg.external_recall_target) if main else (None, None)
     chosen, points = ctx.broadcast((chosen, points))  # the other processes wait here
     wall = time.time() - t_start
     return RunResult(run_dir, models_dir / "best_model", best_score, cfg.epochs, history, split,
                      chosen["threshold"], points, wall)
-
-
-def _tune_threshold(models_dir: Path, model_kwargs: dict[str, Any], val_loader: DataLoader, rt: Runtime,
-                    recall_target: float, logs_dir: Path) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Pick the best model's threshold on the whole validation set and save it into the model folder."""
-    best = DSAttentionUNet.from_pretrained(models_dir / "best_model").to(rt.device)
-    if rt.channels_last:
-        best = best.to(memory_format=torch.channels_last)
-    probs, masks, _ = predict_probs(best, val_loader, rt.device, rt.dtype, rt.channels_last)
-    points = operating_points(probs, masks, mask_fn=cleanup_of(best).mask)  # the masks users will get
-    chosen = choose_threshold(points, recall_target)
-    log.info("threshold %.2f: val recall %.4f precision %.4f (recall target %.2f)", chosen["threshold"],
-             chosen["recall"], chosen["precision"], recall_target)
-    tuned = DSAttentionUNet(**{**model_kwargs, "inference_threshold": chosen["threshold"],
-                               "inference_operating_points": points})
-    tuned.load_state_dict(best.float().cpu().state_dict())
-    save_best(models_dir / "best_model", tuned)
-    atomic_write_text(logs_dir / "operating_points.json",
-                      json.dumps({"recall_target": recall_target, "chosen": chosen, "points": points}, indent=1))
-    return chosen, points

@@ -23,6 +23,9 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     axes[0].set(title="training loss", xlabel="epoch")
     for key in ("val_dice", "val_iou", "val_recall", "val_precision", "val_thresholded_jaccard"):
         axes[1].plot(epochs, [h[key] for h in history], marker=".", label=key.removeprefix("val_"))
+    for key in ("ext_dice", "ext_recall"):
+        if all(key in h for h in history):
+            axes[1].plot(epochs, [h[key] for h in history], linestyle="--", marker=".", label=f"external {key[4:]}")
     axes[1].set(title="validation (threshold 0.5)", xlabel="epoch", ylim=(0, 1))
     axes[1].legend(loc="lower right", fontsize=8)
     axes[1].grid(alpha=0.3)
