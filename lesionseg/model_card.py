@@ -58,18 +58,32 @@ def operating_points_table(points: list[dict], default: float) -> str:
     return "\n".join(lines)
 
 
+EXTERNAL_NAME = "isic2018_extra_256c"
+EXTERNAL_TEXT = f"""
+**External validation set**: `{EXTERNAL_NAME}`, 144 ISIC 2018 Task 1 images that are in none of the
+ISIC 2017 sets, centre-cropped to a square before resizing (lesions look larger and touch the border
+more often than in the training data). Never trained on; it chose the epoch (mean of validation and
+external Dice) and the default threshold (recall kept on both), so its numbers below are optimistic.
+"""
+
 SPREAD_KEYS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean"),
                ("precision", "precision_mean"), ("thresholded Jaccard", "thresholded_jaccard"),
                ("failure rate", "failure_rate")]
 
 
-def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tuple[dict, dict]]) -> str:
-    """The shipped run beside the same recipe trained with other seeds, on the same held-out images."""
+def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tuple[dict, dict]],
+                        shipped_ext: dict | None = None, seeds_ext: list[dict | None] | None = None) -> str:
+    """The shipped run beside the same recipe trained with other seeds, on the same held-out images
+    (and the same external validation images, where both were evaluated there)."""
     columns = {f"seed {run.get('seed', '?')} (shipped)": shipped}
+    if shipped_ext:
+        columns[f"seed {run.get('seed', '?')} (shipped), external"] = shipped_ext
     notes = []
-    for info, result in seeds:
+    for (info, result), ext in zip(seeds, seeds_ext or [None] * len(seeds)):
         name = f"seed {info.get('seed', '?')}"
         columns[name] = result
+        if ext and shipped_ext:
+            columns[f"{name}, external"] = ext
         diffs = ", ".join(f"{label} {result[key] - shipped[key]:+.4f}" for label, key in SPREAD_KEYS)
         notes.append(f"- {name}: `{info.get('command', '')}`, {info.get('epochs', '?')} epochs, "
                      f"{info.get('wall_minutes', '?')} min{' on ' + info['hardware'] if info.get('hardware') else ''}, best validation Dice {info.get('best_val_dice_at_0.5', float('nan')):.4f} "
@@ -80,7 +94,7 @@ def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tupl
 The same split trained again with another seed (initialisation, shuffling and augmentation
 differ; the recipe is the shipped one unless its epochs below differ), with its own threshold
 tuned by the same rule and evaluated the same way on the same held-out test images
-(`{recipe.as_posix()}/other_seeds/*/eval_test.json`):
+(`{recipe.as_posix()}/other_seeds/*/eval_test.json`, and `eval_external.json` on the external set):
 
 {chr(10).join(notes)}
 
@@ -99,9 +113,8 @@ def previous_runs_section(recipe: Path) -> str:
              f"its own tuned threshold {result['threshold']:.2f}." for name, info, result in runs]
     return f"""## Earlier recipes on the same split
 
-Runs of the shorter recipe that fits a 2-core CPU without a GPU (`configs/isic2017_256.yaml`,
-20 epochs), evaluated the same way on the same held-out test images
-(`{recipe.as_posix()}/previous/*/eval_test.json`); the first was the shipped model before this one:
+Earlier shipped models and recipes, evaluated the same way on the same held-out test images
+(`{recipe.as_posix()}/previous/*/eval_test.json`), each at its own tuned threshold:
 
 {chr(10).join(notes)}
 
@@ -127,13 +140,19 @@ def render(recipe: Path, weights: Path) -> str:
     config = json.loads((weights / "config.json").read_text())
     run = _read(recipe / "run_info.json") or {}
     evals = {name: r for name, r in [("held-out test", _read(recipe / "eval_test.json")),
+                                     (f"external ({EXTERNAL_NAME})", _read(recipe / "eval_external.json")),
+                                     ("external + flip TTA", _read(recipe / "eval_external_tta.json")),
                                      ("held-out test + flip TTA", _read(recipe / "eval_test_tta.json")),
                                      ("held-out test, bf16 only (--no-int8)", _read(recipe / "eval_test_bf16.json")),
                                      ("held-out test, exact fp32 (--no-fast)", _read(recipe / "eval_test_fp32.json")),
                                      ("held-out test, raw masks (--no-cleanup)", _read(recipe / "eval_test_raw.json"))]
              if r}
-    seeds = [(_read(d / "run_info.json") or {}, _read(d / "eval_test.json"))
-             for d in sorted((recipe / "other_seeds").glob("seed*")) if (d / "eval_test.json").is_file()]
+    seed_dirs = [d for d in sorted((recipe / "other_seeds").glob("seed*")) if (d / "eval_test.json").is_file()]
+    seeds = [(_read(d / "run_info.json") or {}, _read(d / "eval_test.json")) for d in seed_dirs]
+    seeds_ext = [_read(d / "eval_external.json") for d in seed_dirs]
+    points_file = _read(recipe / "operating_points.json") or {}
+    ext_at = points_file.get("external_at_chosen")
+    pretrained = config.get("encoder_name", "unet") == "mobilenet_v2"
     th = config["inference_threshold"]
     chosen = next((p for p in config.get("inference_operating_points", []) if abs(p["threshold"] - th) < 1e-9), None)
     n_params = run.get("parameters")
@@ -155,16 +174,21 @@ tags:
 # DS-AttentionUNet for skin-lesion segmentation (lesionseg)
 
 A U-Net with additive attention gates on every skip connection, deep supervision (auxiliary heads
-on three decoder stages, used only in training) and GroupNorm, trained from scratch by lesionseg's
+on the decoder stages, used only in training) and GroupNorm in the decoder, {
+    "with an ImageNet-pretrained MobileNetV2 encoder fine-tuned" if pretrained else "trained from scratch"} by lesionseg's
 own `train_cli.py`. It outlines the lesion in a dermoscopic photo; it does not diagnose.
 
-- Architecture: encoder channels {config['encoder_channels']}, decoder channels {config['decoder_channels']},
+- Architecture: encoder `{config.get('encoder_name', 'unet')}`{
+    " (MobileNetV2 features tapped at strides 2-32 under a full-resolution conv stem; BatchNorm inside the "
+    "encoder as pretrained)" if pretrained else ""}, encoder channels {config['encoder_channels']}, decoder channels {config['decoder_channels']},
   GroupNorm ({config['norm_groups']} groups), {config['activation']}{f', {n_params / 1e6:.2f} M parameters' if n_params else ''}.
 - Input: RGB resized to {config['inference_img_size']}×{config['inference_img_size']}, ImageNet mean/std; the
   mask is resized back to the photo's own resolution.
 - **Default threshold {th:.2f}**, stored in `config.json` (`inference_threshold`), chosen on the
   validation part as the highest-precision threshold whose recall reaches {run.get('recall_target', 0.93)}""" +
-        (f" (validation recall {chosen['recall']:.4f}, precision {chosen['precision']:.4f})." if chosen else ".") +
+        (f" (validation recall {chosen['recall']:.4f}, precision {chosen['precision']:.4f})" if chosen else "") +
+        (f"\n  while the external validation set's recall at it stays >= {points_file['external_recall_target']} "
+         f"(external recall {ext_at['recall']:.4f}, precision {ext_at['precision']:.4f})." if ext_at else ".") +
         cleanup_bullet(config)]
     parts.append(f"""
 ## Training data and split
@@ -174,7 +198,7 @@ Split with seed {run.get('seed', '?')}: {run.get('n_train', '?')} training, {run
 (model selection and threshold), {run.get('n_test', '?')} held-out test images never used for training or
 tuning. The ID lists are in the recipe folder `{recipe.as_posix()}/` of the lesionseg repository
 (`split.json`, `val_ids.txt`, `test_ids.txt`).
-
+{EXTERNAL_TEXT if run.get('external_dir') else ''}
 ## Training recipe
 
 ```
@@ -186,10 +210,10 @@ Epochs: {run.get('epochs', '?')}; wall time {run.get('wall_minutes', '?')} min o
     f"; {run['wall_note']}" if run.get('wall_note') else ''}.
 """)
     if evals:
-        parts.append(f"""## Results on the held-out test part
+        parts.append(f"""## Results on the held-out test part{" and the external validation set" if ext_at else ""}
 
 Per-image mean ± SD at each mask's own resolution, default threshold, computed by
-`lesionseg evaluate` (outputs committed as `{recipe.as_posix()}/eval_test*.json`). The first column is
+`lesionseg evaluate` (outputs committed as `{recipe.as_posix()}/eval_*.json`). The first column is
 the default path: on a CPU, bf16 where it has bf16 instructions, with the 3x3 convolutions below full
 resolution in int8 where it has int8 dot products (the operating points below were measured on the
 bf16 path). The bf16-only and exact fp32 columns show how much of a difference that makes: images
@@ -199,7 +223,8 @@ cut-off, can flip between them.
 {metrics_table(evals)}
 """)
     if seeds and "held-out test" in evals:
-        parts.append(seed_spread_section(recipe, run, evals["held-out test"], seeds))
+        parts.append(seed_spread_section(recipe, run, evals["held-out test"], seeds,
+                                         _read(recipe / "eval_external.json"), seeds_ext))
     previous = previous_runs_section(recipe)
     if previous:
         parts.append(previous)
@@ -228,7 +253,8 @@ measurements derived from it must be reviewed by a clinician.
   other devices, heavy hair, ink markings, rulers and vignetting is less certain.
 - One lesion per image is the training assumption; multiple lesions, lesions filling the frame and
   very small lesions are the usual failures (see the worst cases in the training report).
-- Trained from scratch on 1,600 images; no external pre-training.
+- ORIGIN; the external validation set is small (144 images) and, where it chose the epoch and
+  threshold, its numbers are optimistic.
 
 ## Citations
 
@@ -238,7 +264,12 @@ measurements derived from it must be reviewed by a clinician.
 - Ronneberger et al., "U-Net: Convolutional networks for biomedical image segmentation", MICCAI 2015.
 - Wu & He, "Group Normalization", ECCV 2018. Lee et al., "Deeply-supervised nets", AISTATS 2015.
 - Abraham & Khan, "A novel focal Tversky loss function ...", ISBI 2019.
-""")
+- Sandler et al., "MobileNetV2: Inverted residuals and linear bottlenecks", CVPR 2018.
+- Finlayson & Trezzi, "Shades of gray and colour constancy", CIC 2004.
+- Codella et al., "Skin lesion analysis toward melanoma detection 2018", arXiv:1902.03368, and
+  Tschandl et al., "The HAM10000 dataset", Sci. Data 2018 (ISIC 2018 images of the external set).
+""".replace("ORIGIN", "Fine-tuned on 1,600 images from an ImageNet encoder" if pretrained else
+                                   "Trained from scratch on 1,600 images; no external pre-training"))
     return "\n".join(parts)
 
 

@@ -7,12 +7,14 @@ The run must use the shipped split (``--split-file configs/isic2017_256/split.js
 measured on the same held-out images. Writes ``<recipe>/other_seeds/seed<N>/``: ``eval_test.json``
 (``lesionseg evaluate`` on the held-out test IDs at that run's own threshold, re-tuned with the
 clean-up exactly as ship_weights.py does for the shipped model),
+``eval_external.json`` (the run's external validation folder, if it had one),
 ``training_history.jsonl`` and ``run_info.json``; then re-renders ``weights/README.md``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -47,8 +49,13 @@ def main() -> int:
         best = Path(tmp)
         for name in ("config.json", "model.safetensors"):
             shutil.copy2(run / "models" / "best_model" / name, best / name)
-        retune_threshold(best, cfg["data_dir"], recipe / "val_ids.txt", cfg["recall_target"], best / "points.json")
-        evaluate(best, cfg["data_dir"], recipe / "test_ids.txt", out / "eval_test.json", tta=False)
+        data_dir = os.path.relpath(cfg["data_dir"], ROOT)
+        external = os.path.relpath(cfg["external_dir"], ROOT) if cfg.get("external_dir") else None
+        retune_threshold(best, data_dir, recipe / "val_ids.txt", cfg["recall_target"], best / "points.json",
+                         external, cfg.get("external_recall_target", 0.9))
+        evaluate(best, data_dir, recipe / "test_ids.txt", out / "eval_test.json", tta=False)
+        if external:
+            evaluate(best, external, None, out / "eval_external.json", tta=False)
         threshold = json.loads((best / "config.json").read_text())["inference_threshold"]
 
     shutil.copy2(run / "logs" / "metrics.jsonl", out / "training_history.jsonl")

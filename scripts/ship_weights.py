@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -40,27 +41,28 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def evaluate(weights: Path, data_dir: str, ids: Path, out: Path, tta: bool, exact: bool = False,
+def evaluate(weights: Path, data_dir: str, ids: Path | None, out: Path, tta: bool, exact: bool = False,
              raw: bool = False, int8: bool = True) -> None:
+    """``lesionseg evaluate`` of ``weights`` on ``data_dir`` (only ``ids``, or every pair when None)."""
     cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(weights), "--data-dir", data_dir,
-           "--ids", str(ids), "--json", str(out)] + (["--tta"] if tta else []) + (["--no-fast"] if exact else []) \
+           "--json", str(out)] + (["--ids", str(ids)] if ids else []) + (["--tta"] if tta else []) \
+        + (["--no-fast"] if exact else []) \
         + (["--no-cleanup"] if raw else []) + ([] if int8 else ["--no-int8"])
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def retune_threshold(weights: Path, data_dir: str, val_ids: Path, recall_target: float, out: Path) -> None:
-    """Operating points on the validation images with the model's clean-up, the training's threshold
-    rule (metrics.choose_threshold) applied to them; written into config.json and ``out``."""
+def _points(pred, data_dir: str | Path, ids: list[str] | None) -> list[dict]:
+    """Operating points of ``pred`` on the pairs of ``data_dir`` (only ``ids`` when given), with the
+    model's clean-up, at the model's own resolution."""
     from lesionseg.data.io import load_image, load_mask
     from lesionseg.data.pairing import collect_pairs
     from lesionseg.evaluation import select_pairs
-    from lesionseg.inference import Predictor
-    from lesionseg.metrics import choose_threshold, operating_points
+    from lesionseg.metrics import operating_points
 
-    pred = Predictor.from_weights(weights, device="cpu")
     root = ROOT / data_dir
-    pairs = select_pairs(collect_pairs(root / "images", root / "masks"), val_ids.read_text().split())
+    pairs = collect_pairs(root / "images", root / "masks")
+    pairs = select_pairs(pairs, ids) if ids else pairs
     s = pred.img_size
     probs, masks = [], []
     for p in pairs:
@@ -69,19 +71,56 @@ def retune_threshold(weights: Path, data_dir: str, val_ids: Path, recall_target:
             raise SystemExit(f"{p.mask}: validation masks are expected at the model's {s} px")
         probs.append(pred.predict_batch([load_image(p.image)], sizes=[(s, s)])[0].lowres)
         masks.append(mask)
-    points = operating_points(probs, masks, mask_fn=pred.cleanup.mask)
-    chosen = choose_threshold(points, recall_target)
+    return operating_points(probs, masks, mask_fn=pred.cleanup.mask)
+
+
+def retune_threshold(weights: Path, data_dir: str, val_ids: Path, recall_target: float, out: Path,
+                     external_dir: str | None = None, external_recall_target: float = 0.9) -> None:
+    """Operating points on the validation images (and the external folder) with the model's
+    clean-up, the training's threshold rule applied to them; written into config.json and ``out``."""
+    from lesionseg.inference import Predictor
+    from lesionseg.metrics import choose_threshold
+    from lesionseg.training.thresholds import choose_joint_threshold
+
+    pred = Predictor.from_weights(weights, device="cpu")
+    points = _points(pred, data_dir, val_ids.read_text().split())
+    ext_points = _points(pred, external_dir, None) if external_dir else None
+    chosen = (choose_joint_threshold(points, ext_points, recall_target, external_recall_target) if ext_points
+              else choose_threshold(points, recall_target))
     config = json.loads((weights / "config.json").read_text())
     config.update(inference_threshold=chosen["threshold"], inference_operating_points=points,
                   inference_fill_holes=pred.cleanup.fill_holes,
                   inference_min_region_fraction=pred.cleanup.min_region_fraction)
     (weights / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    out.write_text(json.dumps({"recall_target": recall_target, "chosen": chosen, "points": points,
-                               "cleanup": {"fill_holes": pred.cleanup.fill_holes,
-                                           "min_region_fraction": pred.cleanup.min_region_fraction}},
-                              indent=1) + "\n")
+    record = {"recall_target": recall_target, "chosen": chosen, "points": points,
+              "cleanup": {"fill_holes": pred.cleanup.fill_holes,
+                          "min_region_fraction": pred.cleanup.min_region_fraction}}
+    if ext_points:
+        record.update(external_dir=str(external_dir), external_recall_target=external_recall_target,
+                      external_at_chosen=next(p for p in ext_points if p["threshold"] == chosen["threshold"]),
+                      external_points=ext_points)
+    out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"threshold {chosen['threshold']:.2f}: validation recall {chosen['recall']:.4f}, "
           f"precision {chosen['precision']:.4f} (with clean-up)", flush=True)
+
+
+def recipe_summary(cfg: dict) -> str:
+    """One paragraph of the training recipe, from the run's saved config.yaml."""
+    robust = cfg.get("augment_preset", "standard") == "robust"
+    augment = ("albumentations flips / rotate90 / affine / random resized crop (zoom-in to 25% and aspect "
+               "0.6-1.67, so lesions fill or leave the frame) / Shades of Gray colour constancy or a colour cast / "
+               "colour-hue jitter / gamma / blur-noise-JPEG-downscale / pen and ruler marks / CLAHE / coarse dropout"
+               if robust else "albumentations flips / rotate90 / affine / random resized crop / colour-hue jitter / "
+                              "blur-noise-JPEG / CLAHE / coarse dropout")
+    encoder = cfg.get("model", {}).get("encoder_name", "unet")
+    init = ("ImageNet MobileNetV2 encoder (torchvision's file) fine-tuned, decoder from scratch"
+            if encoder == "mobilenet_v2" else "trained from scratch")
+    select = ("best epoch by the mean of validation Dice and external Dice"
+              if cfg.get("select_on") == "val+external" else "best epoch by validation Dice")
+    return (f"{init}; AdamW + OneCycleLR (max LR {cfg['lr']}, weight decay {cfg['weight_decay']}), batch "
+            f"{cfg['batch_size']}, {cfg['img_size']} px, loss `{cfg['loss']}` on the final output and the "
+            f"deep-supervision heads (weights halving per level), gradient clipping {cfg['grad_clip']}, "
+            f"{augment}, {select}.")
 
 
 def render_card(recipe: Path, weights: Path) -> None:
@@ -113,8 +152,12 @@ def main() -> int:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     history = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
     split = json.loads((run / "split.json").read_text())
-    data_dir = cfg.get("data_dir")
-    retune_threshold(weights, data_dir, recipe / "val_ids.txt", cfg["recall_target"], recipe / "operating_points.json")
+    data_dir = os.path.relpath(cfg["data_dir"], ROOT)  # the run saved it absolute
+    external = cfg.get("external_dir")
+    if external:
+        external = os.path.relpath(external, ROOT)
+    retune_threshold(weights, data_dir, recipe / "val_ids.txt", cfg["recall_target"], recipe / "operating_points.json",
+                     external, cfg.get("external_recall_target", 0.9))
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_tta.json", tta=True)
     # the default path computes in bf16 (int8 convolutions below full resolution where the CPU has
@@ -122,12 +165,14 @@ def main() -> int:
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_bf16.json", tta=False, int8=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_fp32.json", tta=False, exact=True)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_raw.json", tta=False, raw=True)
+    if external:  # the external validation folder, all of it, on the default path and with flip TTA
+        evaluate(weights, external, None, recipe / "eval_external.json", tta=False)
+        evaluate(weights, external, None, recipe / "eval_external_tta.json", tta=True)
 
     from lesionseg.models import DSAttentionUNet
 
     n_params = DSAttentionUNet(**json.loads((weights / "config.json").read_text())).num_parameters()
     secs = sum(h["seconds"] for h in history)
-    import os
 
     info = {
         "command": args.command,
@@ -142,12 +187,10 @@ def main() -> int:
         "recall_target": cfg["recall_target"],
         "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
         "best_val_dice_at_0.5": max(h["val_dice"] for h in history),
-        "recipe_summary": (f"AdamW + OneCycleLR (max LR {cfg['lr']}, weight decay {cfg['weight_decay']}), batch "
-                           f"{cfg['batch_size']}, {cfg['img_size']} px, loss `{cfg['loss']}` on the final output and "
-                           f"the deep-supervision heads (weights halving per level), gradient clipping "
-                           f"{cfg['grad_clip']}, albumentations flips / rotate90 / affine / random resized crop / "
-                           f"colour-hue jitter / blur-noise-JPEG / CLAHE / coarse dropout, best epoch by "
-                           f"validation Dice."),
+        "encoder": cfg.get("model", {}).get("encoder_name", "unet"),
+        "external_dir": external,
+        "external_recall_target": cfg.get("external_recall_target") if external else None,
+        "recipe_summary": recipe_summary(cfg),
     }
     (recipe / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
     render_card(recipe, weights)
