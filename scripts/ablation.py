@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Record training runs of the generalization ablation and render its table.
+
+    python scripts/ablation.py record outputs/gen/mbv2_robust_seed42 [RUN ...]
+    python scripts/ablation.py table            # rewrites the table in docs/generalization.md
+
+``record`` evaluates each run's best model (its own tuned threshold, the default inference path)
+with ``lesionseg evaluate`` on the held-out test IDs of the committed split and on the run's
+external validation folder, into ``configs/generalization/<run>/eval_test.json`` and
+``eval_external.json``, with ``run_info.json`` (encoder, augmentation, epochs, seed, threshold).
+``table`` renders those, beside the models already in ``BASELINES``, between the markers of
+docs/generalization.md. Every number in the table comes from these files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from ship_weights import ROOT, evaluate  # the same evaluate call as the shipped model's
+
+OUT = ROOT / "configs" / "generalization"
+DOC = ROOT / "docs" / "generalization.md"
+SPLIT_IDS = ROOT / "configs" / "isic2017_256" / "test_ids.txt"
+EXTERNAL = "../shared/data/isic2018_extra_256c"
+# recipe folders of models recorded elsewhere: (label, folder holding eval_test.json + eval_external.json)
+BASELINES = [("previous shipped: unet, standard, 39 epochs (GPU), seed 42", ROOT / "configs" / "isic2017_256")]
+COLUMNS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean"), ("precision", "precision_mean"),
+           ("thr. Jaccard", "thresholded_jaccard"), ("failures", "failure_rate")]
+BEGIN, END = "<!-- ablation table: scripts/ablation.py table -->", "<!-- end of ablation table -->"
+
+
+def record(run: Path) -> None:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    best = run / "models" / "best_model"
+    out = OUT / run.name
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = os.path.relpath(cfg["data_dir"], ROOT)
+    external = os.path.relpath(cfg["external_dir"], ROOT) if cfg.get("external_dir") else EXTERNAL
+    evaluate(best, data_dir, SPLIT_IDS, out / "eval_test.json", tta=False)
+    evaluate(best, external, None, out / "eval_external.json", tta=False)
+    history = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    model_cfg = json.loads((best / "config.json").read_text())
+    info = {"run": run.name, "encoder": model_cfg.get("encoder_name", "unet"),
+            "augment_preset": cfg.get("augment_preset", "standard"), "epochs": len(history), "seed": cfg["seed"],
+            "lr": cfg["lr"], "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
+            "best_epoch": max(history, key=lambda h: h.get("score", h["val_dice"]))["epoch"],
+            "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1)}
+    (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"recorded {run.name} -> {out.relative_to(ROOT)}")
+
+
+def _row(label: str, test: dict, ext: dict) -> str:
+    cells = [f"{test[k]:.4f} / {ext[k]:.4f}" for _, k in COLUMNS]
+    return f"| {label} | {test['threshold']:.2f} | " + " | ".join(cells) + " |"
+
+
+def table() -> str:
+    lines = ["| model (encoder, augmentation, epochs, seed) | threshold | "
+             + " | ".join(f"{name} (test / external)" for name, _ in COLUMNS) + " |",
+             "| --- | --- |" + " --- |" * len(COLUMNS)]
+    for label, folder in BASELINES:
+        test, ext = folder / "eval_test.json", folder / "eval_external.json"
+        if test.is_file() and ext.is_file():
+            lines.append(_row(label, json.loads(test.read_text()), json.loads(ext.read_text())))
+    for folder in sorted(OUT.glob("*/")):
+        info = json.loads((folder / "run_info.json").read_text())
+        label = (f"{info['encoder']}{' (ImageNet)' if info['encoder'] != 'unet' else ''}, {info['augment_preset']}, "
+                 f"{info['epochs']} epochs (best {info['best_epoch']}), seed {info['seed']}")
+        lines.append(_row(label, json.loads((folder / "eval_test.json").read_text()),
+                          json.loads((folder / "eval_external.json").read_text())))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("runs", type=Path, nargs="+")
+    sub.add_parser("table")
+    args = p.parse_args()
+    if args.cmd == "record":
+        for run in args.runs:
+            record(run.resolve())
+        return 0
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"{DOC}: markers {BEGIN!r} ... {END!r} not found", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN, 1)
+    DOC.write_text(head + BEGIN + "\n" + table() + "\n" + END + rest.split(END, 1)[1])
+    print(f"wrote the table into {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
