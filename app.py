@@ -45,17 +45,18 @@ folder, several photos or a ZIP.
 def create_demo(predictor, config: LaunchConfig):
     import gradio as gr
 
+    from lesionseg.inference.weights import local_weights_folder, weights_source
+    from lesionseg.operating_points import SCREENING, describe
     from lesionseg.ui import handlers
     from lesionseg.ui.batch import TABLE_HEADERS
     from lesionseg.ui.components import PhotoInput
     from lesionseg.ui.model_card import model_card_markdown
-    from lesionseg.ui.operating_points import SCREENING, describe
 
-    h = handlers.Handlers(predictor, tta=config.tta)
+    h = handlers.Handlers(predictor)
     start = min(max(h.presets[SCREENING], 0.01), 0.99)
-    source = config.weights or "weights/"
-    if os.path.isdir(source):  # a local folder: its name, not the server's directory layout
-        source = os.path.basename(os.path.normpath(source)) + "/"
+    folder = local_weights_folder(config.weights)
+    # a local folder by its name only, not the server's directory layout
+    source = f"{folder.name}/" if folder is not None else weights_source(config.weights)
     model_line = (f"Model `{source}` on {predictor.device} · input {predictor.img_size} px · "
                   f"default threshold {predictor.threshold:.2f}" + (" · flip TTA" if config.tta else ""))
 

@@ -22,11 +22,7 @@ from pathlib import Path
 
 
 def _path(pred) -> str:
-    if pred.onnx is not None:
-        return "onnx"
-    if not pred.fast:
-        return "fp32"
-    return "bf16 + int8" if pred.int8 else "bf16"
+    return "onnx" if pred.backend == "onnx" else pred.runner.name
 
 def _rss_mb(field: str = "VmRSS") -> float:
     """Current (VmRSS) or peak (VmHWM) resident memory of this process in MB from /proc."""

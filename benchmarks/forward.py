@@ -135,15 +135,13 @@ def forward_section(settings: Settings) -> dict[str, Any]:
 
 def describe(pred: Predictor) -> str:
     """Short name of a Predictor's execution path."""
-    if pred.onnx is not None:
+    if pred.backend == "onnx":
         return "ONNX Runtime fp32"
     if not pred.fast:
         return "fp32 eager"
-    if pred._cpu_bf16 is not None:  # noqa: SLF001 - which path the Predictor chose
-        if pred.int8:
-            return "bf16 weights + channels_last + int8 convolutions below full resolution, TorchScript-frozen"
-        return "bf16 weights + channels_last, TorchScript-frozen"
-    return "bf16/fp16 autocast + channels_last"
+    if pred.int8:
+        return "bf16 weights + channels_last + int8 convolutions below full resolution, TorchScript-frozen"
+    return "bf16 weights + channels_last, TorchScript-frozen"
 
 
 def peak_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:

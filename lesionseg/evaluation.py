@@ -14,7 +14,8 @@ import numpy as np
 
 from .data.io import load_image, load_mask
 from .data.pairing import DEFAULT_MASK_SUFFIX, DataError, Pair, collect_pairs
-from .inference.predictor import Predictor, resize_prob
+from .inference.prediction import resize_prob
+from .inference.predictor import Predictor
 from .metrics import METRICS, aggregate, confusion, metrics_from_counts
 
 log = logging.getLogger(__name__)

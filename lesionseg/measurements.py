@@ -39,6 +39,9 @@ LOW_CONFIDENCE_MEAN = 0.6
 LOW_CONFIDENCE_UNCERTAIN = 0.5
 UNCERTAIN_BAND = (0.3, 0.7)
 _ASYMMETRY_MAX_SIDE = 256  # the asymmetry ratio is scale-invariant: measure it on a small copy
+# masks are measured at most this large and the results scaled to the photo: contour work grows
+# with the pixel count, the measurements of a smooth outline do not
+ANALYSIS_MAX_SIDE = 2048
 
 
 def _largest_contour(contours: list[np.ndarray]) -> np.ndarray | None:
@@ -174,42 +177,3 @@ def measure(mask: np.ndarray, prob: np.ndarray | None = None, mm_per_px: float |
         out["perimeter_mm"] = round(out["perimeter_px"] * mm, 3)
         out["longest_diameter_mm"] = round(out["longest_diameter_px"] * mm, 3)
     return out
-
-
-def _num(v: float | None, fmt: str = "{:.2f}") -> str:
-    return "–" if v is None else fmt.format(v)
-
-
-def format_measurements(meas: dict) -> str:
-    """Markdown summary for the app, labelled as image measurements (not a diagnosis)."""
-    mm = meas.get("mm_per_px")
-    area = f"{meas['area_px']:,} px ({meas['area_pct']:.1f} % of the image)"
-    if mm:
-        area += f", {meas['area_mm2']:.2f} mm²"
-    diam = f"{meas['longest_diameter_px']:.0f} px" + (f" ({meas['longest_diameter_mm']:.2f} mm)" if mm else "")
-    perim = f"{meas['perimeter_px']:.0f} px" + (f" ({meas['perimeter_mm']:.2f} mm)" if mm else "")
-    lines = [
-        "**Image measurements — not a diagnosis**",
-        "",
-        "| Measurement | Value |",
-        "|---|---|",
-        f"| Lesion area | {area} |",
-        f"| Longest diameter | {diam} |",
-        f"| Perimeter | {perim} |",
-        f"| Separate regions | {meas['regions']} |",
-        f"| Asymmetry index (0 = symmetric) | {_num(meas['asymmetry_index'])} |",
-        f"| Border irregularity (1 − area / convex hull) | {_num(meas['border_irregularity'])} |",
-        f"| Mean probability inside the outline | {_num(meas['mean_probability'])} |",
-    ]
-    flags = meas.get("flags") or []
-    lines.append("")
-    lines.append("⚠️ " + "; ".join(flags) if flags else "No flags.")
-    return "\n".join(lines)
-
-
-def area_summary(meas: dict) -> str:
-    """One line (area and flags), e.g. for a status line or a table cell."""
-    s = f"{meas['area_px']:,} px ({meas['area_pct']:.1f} %)"
-    if meas.get("area_mm2") is not None:
-        s += f", {meas['area_mm2']:.2f} mm²"
-    return s

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lesionseg.inference.cpu_bf16 import FrozenBF16Runner, cpu_bf16_supported  # noqa: E402
+from lesionseg.inference.cpu.bf16 import FrozenBF16Runner, cpu_bf16_supported  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 from lesionseg.models.ds_attention_unet import DecoderStage  # noqa: E402
 
@@ -72,8 +72,8 @@ def test_predictor_takes_the_runner_only_where_the_cpu_has_bf16() -> None:
     from lesionseg.inference import Predictor
 
     fast, exact = Predictor(_model(), fast=True), Predictor(_model(), fast=False)
-    assert exact._cpu_bf16 is None
-    assert (fast._cpu_bf16 is not None) == cpu_bf16_supported() == fast.fast
+    assert not isinstance(exact.runner, FrozenBF16Runner) and not exact.fast
+    assert isinstance(fast.runner, FrozenBF16Runner) == cpu_bf16_supported() == fast.fast
     if not cpu_bf16_supported():
         pytest.skip("this CPU has no native bf16: the fp32 path is used")
     x = torch.randn(2, 3, 64, 64)

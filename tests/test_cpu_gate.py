@@ -12,8 +12,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from runner_check import assert_runner_matches  # noqa: E402
 
-from lesionseg.inference.cpu_bf16 import FrozenBF16Runner  # noqa: E402
-from lesionseg.inference.cpu_gate import ChannelsFirstGate, use_channels_first_gates  # noqa: E402
+from lesionseg.inference.cpu.bf16 import FrozenBF16Runner  # noqa: E402
+from lesionseg.inference.cpu.gate import ChannelsFirstGate, use_channels_first_gates  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 from lesionseg.models.blocks import AttentionGate  # noqa: E402
 

@@ -11,11 +11,11 @@ import torch  # noqa: E402
 from runner_check import assert_runner_matches  # noqa: E402
 from torch import nn  # noqa: E402
 
-import lesionseg.inference.cpu_bf16 as cpu_bf16  # noqa: E402
+import lesionseg.inference.cpu.bf16 as cpu_bf16  # noqa: E402
 from lesionseg.cli.main import build_parser  # noqa: E402
 from lesionseg.inference import Predictor  # noqa: E402
-from lesionseg.inference.cpu_bf16 import FrozenBF16Runner  # noqa: E402
-from lesionseg.inference.cpu_int8 import Int8Conv2d, cpu_int8_supported, use_int8_convs  # noqa: E402
+from lesionseg.inference.cpu.bf16 import FrozenBF16Runner  # noqa: E402
+from lesionseg.inference.cpu.int8 import Int8Conv2d, cpu_int8_supported, use_int8_convs  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 
 CL = torch.channels_last

@@ -12,8 +12,8 @@ import torch.nn.functional as F  # noqa: E402
 from runner_check import assert_runner_matches  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lesionseg.inference.cpu_bf16 import FrozenBF16Runner  # noqa: E402
-from lesionseg.inference.cpu_resample import (LerpUpsample, PairMaxPool2d, max_pool2x, upsample2x,  # noqa: E402
+from lesionseg.inference.cpu.bf16 import FrozenBF16Runner  # noqa: E402
+from lesionseg.inference.cpu.resample import (LerpUpsample, PairMaxPool2d, max_pool2x, upsample2x,  # noqa: E402
                                               use_fast_resampling)
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 from lesionseg.models.ds_attention_unet import BilinearUpsample  # noqa: E402

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lesionseg.ui.measurements import (FLAG_BORDER, FLAG_LOW_CONFIDENCE, FLAG_NO_LESION, format_measurements,
-                                       measure)
+from lesionseg.measurements import FLAG_BORDER, FLAG_LOW_CONFIDENCE, FLAG_NO_LESION, measure
+from lesionseg.ui.formatting import format_measurements
 
 
 def square(h: int = 200, w: int = 300, top: int = 50, left: int = 100, side: int = 100) -> np.ndarray:

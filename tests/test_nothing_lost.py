@@ -141,7 +141,7 @@ WRITE_CALL = re.compile(r"\.write_bytes\(|\.write_text\(|imwrite\(|savefig\(|tor
 ALLOWED = {
     "lesionseg/utils/atomic.py": "the atomic helpers themselves",
     "lesionseg/training/checkpoint.py": "README.md inside a temporary folder that is swapped in whole",
-    "lesionseg/ui/batch.py": "ZIP members and CSV in the app's private work folder; the ZIP is renamed in",
+    "lesionseg/data/inputs.py": "uploaded ZIP members copied into the app's private work folder",
 }
 
 

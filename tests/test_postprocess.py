@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lesionseg.inference import Predictor
-from lesionseg.inference.predictor import make_prediction
+from lesionseg.inference.prediction import Prediction
 from lesionseg.metrics import operating_points
 from lesionseg.models import DSAttentionUNet
 from lesionseg.postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
@@ -51,11 +51,11 @@ def test_clean_masks_are_left_alone_and_background_on_the_border_is_not_a_hole()
 
 def test_full_size_mask_has_no_speck_and_no_hole_after_resizing():
     p = lesion_with_hole_and_speck(64)
-    pred = make_prediction(p, (300, 411), 0.5, MaskCleanup())
+    pred = Prediction(p, (300, 411), 0.5, MaskCleanup())
     assert pred.mask.shape == (300, 411) and pred.prob.shape == (300, 411)
     assert cv2.connectedComponents(pred.mask, connectivity=8)[0] == 2
     assert cv2.connectedComponents(1 - pred.mask, connectivity=4)[0] == 2
-    raw = make_prediction(p, (300, 411), 0.5, NO_CLEANUP)
+    raw = Prediction(p, (300, 411), 0.5, NO_CLEANUP)
     assert np.array_equal(raw.mask, (raw.prob >= 0.5).astype(np.uint8))
     assert np.array_equal(raw.prob, pred.prob)  # the probability map itself is not altered
     assert pred.mask.sum() > raw.mask.sum() - 300  # the hole added more than the speck removed
@@ -63,7 +63,7 @@ def test_full_size_mask_has_no_speck_and_no_hole_after_resizing():
 
 def test_moving_the_threshold_cleans_again():
     p = lesion_with_hole_and_speck(64)
-    pred = make_prediction(p, (128, 128), 0.5, MaskCleanup())
+    pred = Prediction(p, (128, 128), 0.5, MaskCleanup())
     low = pred.with_threshold(0.07)  # the hole (0.1) is lesion by itself now; the speck is still a speck
     assert low.threshold == 0.07 and low.mask[64, 64] == 1 and low.mask[8:12, 8:12].sum() == 0
     assert low.mask[0, 0] == 0  # background (0.05) stays out

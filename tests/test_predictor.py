@@ -261,5 +261,5 @@ def test_overlay_only_touches_the_lesion() -> None:
     assert np.array_equal(out[outside], rgb[outside])
     assert not np.array_equal(out[15, 30], rgb[15, 30])
     assert np.array_equal(overlay(rgb, np.zeros_like(mask)), rgb)
-    assert isinstance(Prediction(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), 0.5).lesion_fraction,
+    assert isinstance(Prediction.from_arrays(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), 0.5).lesion_fraction,
                       float)

@@ -13,12 +13,16 @@ import pytest
 from PIL import Image
 
 from conftest import draw_lesion
+from lesionseg import operating_points
+from lesionseg.data.archive import UnsafeArchiveError, ZipLimits, safe_zip_members
+from lesionseg.data.inputs import upload_inputs
 from lesionseg.inference import Prediction, Predictor
-from lesionseg.ui import launch, operating_points, session
-from lesionseg.ui.archive import UnsafeArchiveError, ZipLimits, safe_zip_members
-from lesionseg.ui.batch import TABLE_HEADERS, collect_inputs, run_batch
+from lesionseg.inference.weights import weights_source
+from lesionseg.ui import launch, session
+from lesionseg.ui.batch import TABLE_HEADERS, run_batch
 from lesionseg.ui.model_card import model_card_markdown, strip_front_matter
-from lesionseg.ui.views import DISPLAY_MAX_SIDE, fit_size, render_views
+from lesionseg.ui.views import DISPLAY_MAX_SIDE, render_views
+from lesionseg.utils.sizes import fit_size
 
 
 @pytest.fixture(scope="module")
@@ -83,26 +87,26 @@ def test_safe_zip_members_refuses_bombs_and_too_many_files(tmp_path):
         safe_zip_members(fake)
 
 
-def test_collect_inputs_writes_members_under_work_dir_only(tmp_path):
+def test_upload_inputs_writes_members_under_work_dir_only(tmp_path):
     z = write_zip(tmp_path / "in.zip", [("deep/dir/x.jpg", b"1"), ("notes.txt", b"2")])
-    items = collect_inputs([z, tmp_path / "y.png", tmp_path / "z.doc"], tmp_path / "work")
+    items = upload_inputs([z, tmp_path / "y.png", tmp_path / "z.doc"], tmp_path / "work")
     assert [i.name for i in items] == ["in.zip/deep/dir/x.jpg", "in.zip/notes.txt", "y.png", "z.doc"]
     assert items[0].path.parent.parent == tmp_path / "work" and items[0].path.read_bytes() == b"1"
-    assert items[1].skipped and items[3].skipped and items[2].error is None
-    evil = collect_inputs([write_zip(tmp_path / "evil.zip", [("../x.jpg", b"1")])], tmp_path / "work2")
-    assert len(evil) == 1 and "refused" in evil[0].error
+    assert items[1].skipped and items[3].skipped and items[2].problem is None
+    evil = upload_inputs([write_zip(tmp_path / "evil.zip", [("../x.jpg", b"1")])], tmp_path / "work2")
+    assert len(evil) == 1 and "refused" in evil[0].problem
     assert not (tmp_path / "x.jpg").exists()
 
 
 # --- views, presets, model card -----------------------------------------------------------------
 
 def test_render_views_are_screen_sized():
-    assert fit_size(3000, 4000) == (768, 1024)
-    assert fit_size(300, 400) == (300, 400)  # never enlarged
+    assert fit_size(3000, 4000, DISPLAY_MAX_SIDE) == (768, 1024)
+    assert fit_size(300, 400, DISPLAY_MAX_SIDE) == (300, 400)  # never enlarged
     rgb = np.zeros((3000, 4000, 3), np.uint8)
     prob = np.zeros((3000, 4000), np.float32)
     prob[1000:2000, 1000:3000] = 0.9
-    pred = Prediction(prob, (prob >= 0.5).astype(np.uint8), 0.5, np.full_like(prob, 0.2))
+    pred = Prediction.from_arrays(prob, (prob >= 0.5).astype(np.uint8), 0.5, np.full_like(prob, 0.2))
     views = render_views(rgb, pred)
     assert set(views) == {"overlay", "mask", "probability", "uncertainty"}
     for name in ("overlay", "probability", "uncertainty"):
@@ -110,8 +114,8 @@ def test_render_views_are_screen_sized():
     assert views["mask"].shape == (768, 1024) and set(np.unique(views["mask"])) == {0, 255}
     assert max(views["mask"].shape) <= DISPLAY_MAX_SIDE
     assert render_views(rgb, pred, threshold=0.95)["mask"].max() == 0  # threshold argument re-cuts
-    no_tta = Prediction(prob, pred.mask, 0.5, None)
-    assert render_views(rgb[:300, :400], Prediction(prob[:300, :400], pred.mask[:300, :400], 0.5))["overlay"].shape \
+    no_tta = Prediction.from_arrays(prob, pred.mask, 0.5, None)
+    assert render_views(rgb[:300, :400], Prediction.from_arrays(prob[:300, :400], pred.mask[:300, :400], 0.5))["overlay"].shape \
         == (300, 400, 3)
     assert render_views(rgb, no_tta)["uncertainty"].shape == (768, 1024, 3)
 
@@ -153,7 +157,8 @@ def test_parse_args_defaults_and_auth_sources(tmp_path, monkeypatch):
     monkeypatch.delenv(launch.WEIGHTS_ENV, raising=False)
     cfg = launch.parse_args([])
     assert (cfg.host, cfg.port, cfg.share, cfg.auth, cfg.weights, cfg.tta) == ("127.0.0.1", 7860, False, None, None,
-                                                                               True)
+                                                                               False)  # plain prediction, as the CLI
+    assert launch.parse_args(["--tta"]).tta is True
     assert launch.parse_args(["--auth", "ann:se:cret"]).auth == [("ann", "se:cret")]
     f = tmp_path / "users.txt"
     f.write_text("# users\nann:one\nbob:two\n", encoding="utf-8")
@@ -161,7 +166,7 @@ def test_parse_args_defaults_and_auth_sources(tmp_path, monkeypatch):
     monkeypatch.setenv(launch.AUTH_ENV, "eve:three,dan:four")
     monkeypatch.setenv(launch.WEIGHTS_ENV, "owner/repo")
     cfg = launch.parse_args(["--max-upload-mb", "5", "--no-tta"])
-    assert cfg.auth == [("eve", "three"), ("dan", "four")] and cfg.weights == "owner/repo"
+    assert cfg.auth == [("eve", "three"), ("dan", "four")] and weights_source(cfg.weights) == "owner/repo"
     assert cfg.max_upload_mb == 5 and cfg.tta is False
 
 
@@ -196,10 +201,11 @@ def test_rethreshold_never_calls_the_model(predictor, tmp_path):
     path.write_bytes(jpeg_bytes(600, 800, seed=3))
     result = session.segment_file(predictor, path, tta=True)
     calls = predictor.calls
-    assert result.full_size == (600, 800) and result.uncertainty is not None
+    assert result.full_size == (600, 800) and result.prediction.uncertainty is not None
     views, meas = session.first_outputs(result, 0.5)
     assert views["overlay"].shape == (600, 800, 3)
-    lo_t, hi_t = float(result.prob.min()) + 1e-3, float(result.prob.max())  # outline almost all vs almost none
+    lowres = result.prediction.lowres
+    lo_t, hi_t = float(lowres.min()) + 1e-3, float(lowres.max())  # outline almost all vs almost none
     lo_views, lo_meas = session.rethreshold(result, lo_t)
     hi_views, hi_meas = session.rethreshold(result, hi_t)
     assert predictor.calls == calls, "re-thresholding ran the model"
@@ -219,7 +225,7 @@ def test_same_probabilities_as_predict_file(predictor, tmp_path):
     path.write_bytes(jpeg_bytes(300, 400, seed=5))
     result = session.segment_file(predictor, path, tta=False)
     _, direct = predictor.predict_file(path, threshold=0.5, tta=False)
-    kept = result.prediction(result.full_size, 0.5)
+    kept = result.prediction.with_threshold(0.5)
     np.testing.assert_allclose(kept.prob, direct.prob, atol=1e-5)
 
 
@@ -236,7 +242,7 @@ def test_unreadable_photo_is_a_one_line_error(predictor, tmp_path):
 def test_handlers_turn_errors_into_messages(predictor, tmp_path):
     from lesionseg.ui import handlers
 
-    h = handlers.Handlers(predictor, tta=False)
+    h = handlers.Handlers(predictor)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"garbage")
     out = h.segment(str(bad), 0.5, None)
@@ -251,7 +257,7 @@ def test_handlers_turn_errors_into_messages(predictor, tmp_path):
 def test_presets_drive_the_slider_and_the_slider_names_its_preset(predictor):
     from lesionseg.ui import handlers
 
-    h = handlers.Handlers(predictor, tta=False)
+    h = handlers.Handlers(predictor)
     assert h.apply_preset(operating_points.SCREENING) == predictor.threshold
     balanced = h.presets[operating_points.BALANCED]
     text, preset = h.describe(balanced)

@@ -1,4 +1,10 @@
-"""Argument helpers shared by the evaluate / predict / inference commands."""
+"""Exit codes, argument helpers and model loading shared by the commands.
+
+Exit codes (documented in docs/reliability.md):
+  0 success; 1 some inputs failed but the rest were written (batch); 2 bad arguments or input
+  (missing folder, unreadable image, bad weights); 3 output could not be written; 4 publishing to
+  the Hub failed after local outputs were saved; 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +19,8 @@ from typing import Iterator
 import torch
 
 log = logging.getLogger("lesionseg")
+
+EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_OUTPUT, EXIT_PUBLISH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 def threshold_arg(text: str) -> float:
@@ -139,7 +147,6 @@ def writable_output_and_predictor(args: argparse.Namespace, output_dir: Path):
     makes before touching an image. Returns ``(predictor, EXIT_OK)``, or ``(None, exit code)`` after
     printing the one-line error."""
     from ..inference.weights import WeightsError
-    from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
 
     try:
         ensure_writable_dir(output_dir)

@@ -11,8 +11,7 @@ from ..data.pairing import DEFAULT_MASK_SUFFIX, DataError, resolve_data_dir
 from ..data.split import SPLITS
 from ..inference.weights import WeightsError
 from ..utils.atomic import atomic_write_text
-from .common import add_model_args, error, load_predictor
-from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
+from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, add_model_args, error, load_predictor
 
 log = logging.getLogger("lesionseg.evaluate")
 

@@ -15,8 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ..inference.weights import WeightsError, default_weights_source, load_model
-from .common import error
-from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
+from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, error
 
 log = logging.getLogger("lesionseg.export")
 

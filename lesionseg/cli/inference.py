@@ -1,14 +1,18 @@
-"""``lesionseg inference``: segment one image file; writes its mask, overlay and side-by-side result."""
+"""``lesionseg inference``: segment one image file; writes its mask, overlay and side-by-side result.
+
+The same batch engine as ``lesionseg predict`` and the app's Batch tab, on one file, without a CSV.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
 
-from ..data.io import ImageLoadError
-from .common import add_model_args, error, writable_output_and_predictor
-from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
-from .predict import add_outputs_arg, process_image
+from ..data.inputs import InputFile
+from ..inference.batch import BatchWriteError, run_batch
+from ..inference.outputs import output_paths
+from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, add_model_args, error, writable_output_and_predictor
+from .predict import add_outputs_arg
 
 log = logging.getLogger("lesionseg.inference")
 
@@ -36,16 +40,18 @@ def run(args: argparse.Namespace) -> int:
     predictor, code = writable_output_and_predictor(args, output_dir)
     if predictor is None:
         return code
+    item = InputFile(file.stem, file.name, file)
     try:
-        row, paths = process_image(predictor, file, output_dir, file.stem, args.threshold, args.outputs)
-    except ImageLoadError as e:
-        error(str(e))
-        return EXIT_INPUT
-    except OSError as e:
-        error(f"{output_dir}: cannot write outputs ({e.strerror or e})")
+        row = run_batch(predictor, [item], output_dir, kinds=args.outputs, threshold=args.threshold, jobs=1,
+                        csv_name=None).rows[0]
+    except BatchWriteError as e:
+        error(f"{output_dir}: cannot write outputs ({e.error.strerror or e.error})")
         return EXIT_OUTPUT
+    if row["status"] != "ok":
+        error(row["error"])
+        return EXIT_INPUT
     print(f"{file.name}: {row['width']}x{row['height']}, lesion {row['lesion_area_px']} px "
           f"({float(row['lesion_fraction']) * 100:.1f}%) at threshold {row['threshold']}")
-    for kind, path in paths.items():
+    for kind, path in output_paths(output_dir, item.id, args.outputs).items():
         print(f"  {kind}: {path}")
     return EXIT_OK

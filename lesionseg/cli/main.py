@@ -1,10 +1,4 @@
-"""``lesionseg`` entry point: dispatches to the command modules.
-
-Exit codes (documented in README.md):
-  0 success; 1 some inputs failed but the rest were written (batch); 2 bad arguments or input
-  (missing folder, unreadable image, bad weights); 3 output could not be written; 4 publishing to
-  the Hub failed after local outputs were saved; 130 interrupted.
-"""
+"""``lesionseg`` entry point: dispatches to the command modules (exit codes: see common.py)."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +9,9 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-COMMANDS = ["train", "evaluate", "predict", "inference", "export"]
+from .common import EXIT_INTERRUPTED, pixel_limit
 
-EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_OUTPUT, EXIT_PUBLISH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+COMMANDS = ["train", "evaluate", "predict", "inference", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"lesionseg.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"lesionseg.cli.{name}":
-                raise
-            continue
-        mod.register(sub)
+        importlib.import_module(f"lesionseg.cli.{name}").register(sub)
     return parser
 
 
@@ -44,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from .common import pixel_limit
-
     try:
         with pixel_limit(args):
             return int(args.func(args) or 0)

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training import build_config, load_yaml
     from ..training.distributed import setup
     from ..training.loop import pick_device, resume_config
-    from .main import EXIT_INPUT, EXIT_OK, EXIT_PUBLISH
+    from .common import EXIT_INPUT, EXIT_OK, EXIT_PUBLISH
 
     try:
         if args.resume:
@@ -107,7 +107,7 @@ def _train(cfg: Any, ctx: Any) -> int:
     from ..data.pairing import DataError
     from ..hub import PublishError, push_folder
     from ..training import fit
-    from .main import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
+    from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
 
     where = f"rank {ctx.rank}: " if ctx.enabled and not ctx.is_main else ""
     try:

@@ -122,28 +122,40 @@ def read_image_size(path: str | os.PathLike | bytes, max_pixels: int | None = No
     return _open(path, max_pixels).size
 
 
-def load_image(source: str | os.PathLike | bytes, max_pixels: int | None = None,
-               min_side: int | None = None) -> np.ndarray:
-    """Read an image file (or its bytes) as RGB uint8 of shape (H, W, 3), EXIF orientation applied.
+def decode_image(source: str | os.PathLike | bytes, max_pixels: int | None = None,
+                 min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image once: (RGB uint8 (h, w, 3) with EXIF orientation applied, full size (H, W) as displayed).
 
     ``min_side``: for JPEGs, let the decoder skip detail the model will not use by decoding at a
-    reduced scale (1/2, 1/4, 1/8) that keeps both sides at least ``min_side``. The returned array
-    is then smaller than the file; callers that need the original size use :func:`read_image_size`.
-    Multi-page files (GIF, TIFF) yield their first frame.
+    reduced scale (1/2, 1/4, 1/8) that keeps both sides at least ``min_side``; the array is then
+    smaller than the full size, which comes from the same open file (header size, turned when the
+    EXIF orientation turned the picture). Multi-page files (GIF, TIFF) yield their first frame.
     """
     name = None if isinstance(source, bytes) else source
     img = _open(source, max_pixels)
+    w, h = img.size
     if min_side and img.format == "JPEG":
-        w, h = img.size
         scale = max(1, min(w, h) // min_side)
         if scale >= 2:
             img.draft("RGB", (w // scale, h // scale))
     img = _decode(img, name)
+    before = img.size
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the picture
         pass
-    return _to_rgb(img)
+    turned = img.size != before  # exif_transpose swapped width and height (orientations 5-8)
+    return _to_rgb(img), ((w, h) if turned else (h, w))
+
+
+def load_image(source: str | os.PathLike | bytes, max_pixels: int | None = None,
+               min_side: int | None = None) -> np.ndarray:
+    """Read an image file (or its bytes) as RGB uint8 of shape (H, W, 3), EXIF orientation applied.
+
+    ``min_side``: reduced-scale JPEG decoding, see :func:`decode_image` (which also returns the
+    full size).
+    """
+    return decode_image(source, max_pixels, min_side)[0]
 
 
 def load_mask(source: str | os.PathLike | bytes, max_pixels: int | None = None) -> np.ndarray:
@@ -171,6 +183,16 @@ def load_mask(source: str | os.PathLike | bytes, max_pixels: int | None = None) 
     if a.size and a.max() <= 1:
         return (a > 0).astype(np.uint8)
     return (a >= 128).astype(np.uint8)
+
+
+def public_message(err: BaseException, name: str) -> str:
+    """The error's one-line message with the file's path (as the error names it) replaced by ``name``:
+    what a user may see about a file without learning where it was stored."""
+    msg = " ".join(str(err).split())
+    path = getattr(err, "path", None)
+    if path and path != name:
+        msg = msg.replace(str(path), name)
+    return msg
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

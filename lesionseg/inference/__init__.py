@@ -1,6 +1,7 @@
 """Inference: safe weight loading, the Predictor (training preprocessing, TTA) and output files."""
 from .outputs import overlay, save_png, side_by_side, write_prediction_outputs
-from .predictor import Prediction, Predictor
+from .prediction import Prediction
+from .predictor import Predictor
 from .weights import (DEFAULT_WEIGHTS, WeightsError, default_weights_source, load_model,
                       resolve_device)
 

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 
 from ..utils.atomic import atomic_path
+from ..utils.sizes import resize_rgb_to
 from . import png
-from .predictor import Prediction
+from .prediction import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +31,13 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def _fit(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize an (h, w, 3) image to (H, W) = ``shape`` if it differs (e.g. decoded at reduced scale)."""
-    if rgb.shape[:2] == tuple(shape):
-        return rgb
-    h, w = shape
-    interp = cv2.INTER_AREA if h < rgb.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (w, h), interpolation=interp)
-
-
 def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 64, 0), alpha: float = 0.35,
             outline: bool = True) -> np.ndarray:
     """Translucent ``color`` over the lesion plus its contour; (H, W, 3) uint8 + (H, W) {0, 1} -> (H, W, 3) uint8.
 
     The image is resized to the mask's size when they differ.
     """
-    rgb = np.ascontiguousarray(_fit(np.asarray(rgb, dtype=np.uint8), mask.shape[:2]))
+    rgb = np.ascontiguousarray(resize_rgb_to(np.asarray(rgb, dtype=np.uint8), mask.shape[:2]))
     a = np.ascontiguousarray(mask, dtype=np.uint8)
     m = cv2.compare(a, np.zeros_like(a), cv2.CMP_NE)  # 0 / 255, any nonzero = lesion
     out = rgb.copy()
@@ -67,7 +59,7 @@ def side_by_side(rgb: np.ndarray, overlay_rgb: np.ndarray, mask: np.ndarray) -> 
     """image | overlay | mask (white lesion on black) as one (H, 3W, 3) uint8 image at the mask's size."""
     shape = mask.shape[:2]
     mask_rgb = np.repeat((mask.astype(bool).astype(np.uint8) * 255)[..., None], 3, axis=2)
-    return np.concatenate([_fit(rgb, shape), _fit(overlay_rgb, shape), mask_rgb], axis=1)
+    return np.concatenate([resize_rgb_to(rgb, shape), resize_rgb_to(overlay_rgb, shape), mask_rgb], axis=1)
 
 
 def _png_params(a: np.ndarray, compression: int) -> list[int]:
@@ -146,7 +138,7 @@ def write_prediction_outputs(out_dir: str | os.PathLike, image_id: str, rgb: np.
     paths = output_paths(out_dir, image_id, kinds)
     jobs = []
     if "overlay" in paths or "result" in paths:
-        full = _fit(np.asarray(rgb, dtype=np.uint8), pred.mask.shape)
+        full = resize_rgb_to(np.asarray(rgb, dtype=np.uint8), pred.mask.shape)
         ov = overlay(full, pred.mask)
         # the files are encoded and written concurrently; every write finishes before returning
         if "result" in paths:

@@ -1,9 +1,9 @@
 """Predict many files at once on a multi-core CPU: one image per core, results in input order.
 
-At batch 1 and 256 px the model's per-layer work is too small to keep two cores busy (two threads
-on one image: ~26 ms; one thread: ~40 ms), and a batch also needs its files decoded and its
-outputs encoded. Running whole images side by side, each on one intra-op thread, keeps every core
-on useful work: on 2 cores, ``lesionseg predict`` with all outputs went from 19 to ~23 images/s.
+At batch 1 the model's per-layer work is too small to keep several cores busy, and a batch also
+needs its files decoded and its outputs encoded, which run on one thread each. Running whole
+images side by side, each on one intra-op thread, keeps every core on useful work
+(benchmarks/ measures ``lesionseg predict`` both ways).
 """
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ T = TypeVar("T")
 
 
 def image_workers(predictor: Predictor) -> int:
-    """How many images to predict side by side: one per core on the CPU (torch backend), else one.
-
-    ONNX Runtime and CUDA already spread one image over their own threads / the GPU.
-    """
-    if predictor.device.type != "cpu" or predictor.onnx is not None:
+    """How many images to predict side by side: one per core where the runner suits it (the CPU's
+    torch paths), else one (ONNX Runtime and GPUs spread one image over their own threads)."""
+    if not predictor.runner.side_by_side:
         return 1
     return max(1, torch.get_num_threads())
 

@@ -39,10 +39,26 @@ def default_weights_source() -> str:
     return os.environ.get(WEIGHTS_ENV) or str(DEFAULT_WEIGHTS)
 
 
+def weights_source(source: str | os.PathLike | None = None) -> str:
+    """The weights source every command and the app use: ``source`` if given, else the default."""
+    return default_weights_source() if source is None or str(source) == "" else str(source)
+
+
+def local_weights_folder(source: str | os.PathLike | None = None) -> Path | None:
+    """The local folder a weights source names (a folder, or the folder of a weights file), or None
+    for a Hub repo id."""
+    path = Path(weights_source(source)).expanduser()
+    if not path.exists():
+        return None
+    return path if path.is_dir() else path.parent
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else mps if available, else cpu. Unknown or unavailable -> ValueError."""
+    """``auto`` -> cuda if available, else mps if available, else cpu. Unknown or unavailable -> ValueError.
+
+    A ``torch.device`` is taken as already resolved and returned as it is."""
     if isinstance(name, torch.device):
-        name = str(name)
+        return name
     key = str(name).strip().lower()
     mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if key == "auto":
@@ -215,8 +231,7 @@ def load_model(source: str | Path | None = None, revision: str | None = None, de
     (``owner/name``), or None for :func:`default_weights_source`. ``revision`` applies to Hub repos.
     """
     dev = resolve_device(device)  # ValueError for a bad device name, before any loading
-    source = default_weights_source() if source is None else source
-    src = str(source)
+    src = weights_source(source)
     path = Path(src).expanduser()
     if path.exists():
         if revision:
@@ -225,7 +240,7 @@ def load_model(source: str | Path | None = None, revision: str | None = None, de
         if config_path is None and not is_pickle:
             raise WeightsError(f"{src}: {CONFIG_NAME} missing beside {file.name} (save weights with "
                                "model.save_pretrained or lesionseg export)")
-    elif isinstance(source, str) and _REPO_ID.match(src) and not src.startswith((".", "~")):
+    elif not isinstance(source, Path) and _REPO_ID.match(src) and not src.startswith((".", "~")):
         config_path, file = _hub_files(src, revision)
         is_pickle = False
     else:

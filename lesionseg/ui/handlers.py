@@ -1,7 +1,7 @@
 """The app's event functions: call the tested logic, turn errors into messages, shape outputs.
 
 Each function returns exactly what its outputs in ``app.py`` expect. No image maths here (see
-:mod:`session`, :mod:`views`, :mod:`measurements`, :mod:`batch`). :func:`rethreshold` and
+:mod:`session`, :mod:`views`, :mod:`batch`). :func:`rethreshold` and
 :func:`downloads` take the kept :class:`~lesionseg.ui.session.ImageResult` and no predictor,
 so moving the threshold cannot run the model.
 """
@@ -19,12 +19,14 @@ from typing import Any
 
 import gradio as gr
 
-from ..data.io import ImageLoadError
+from .. import operating_points
+from ..data.archive import ZipLimits
+from ..data.io import ImageLoadError, public_message
+from ..inference.batch import BatchWriteError
 from ..inference.predictor import Predictor
 from . import batch as batch_mod
-from . import operating_points, session
-from .archive import ZipLimits
-from .measurements import format_measurements
+from . import session
+from .formatting import format_measurements
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +85,11 @@ def preset_choices(table: dict[str, float]) -> list[tuple[str, str]]:
 
 
 class Handlers:
-    """Event functions bound to one loaded predictor."""
+    """Event functions bound to one loaded predictor; flip TTA where the predictor has it on, in
+    the single view and the Batch tab alike."""
 
-    def __init__(self, predictor: Predictor, tta: bool = True, limits: ZipLimits = ZipLimits(),
-                 work: WorkDir | None = None):
+    def __init__(self, predictor: Predictor, limits: ZipLimits = ZipLimits(), work: WorkDir | None = None):
         self.predictor = predictor
-        self.tta = tta
         self.limits = limits
         self.work = work or default_work()
         self.presets = operating_points.presets(predictor.operating_points, predictor.threshold)
@@ -100,16 +101,16 @@ class Handlers:
             return empty
         name = Path(image_path).name
         try:
-            result = session.segment_file(self.predictor, image_path, tta=self.tta, name=name)
+            result = session.segment_file(self.predictor, image_path, name=name)
             views, meas = session.first_outputs(result, threshold, _mm(mm_per_px))
         except ImageLoadError as e:
-            return (*empty[:6], _warn(batch_mod.public_message(e, name)), None)
+            return (*empty[:6], _warn(public_message(e, name)), None)
         except (ValueError, OSError, MemoryError) as e:
             log.exception("segmentation failed for %s", name)
-            msg = batch_mod.public_message(e, name).replace(str(image_path), name)
+            msg = public_message(e, name).replace(str(image_path), name)
             return (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {msg})"), None)
         h, w = result.full_size
-        status = f"**{name}** — {w}×{h} px" + (" · flip TTA" if self.tta else "")
+        status = f"**{name}** — {w}×{h} px" + (" · flip TTA" if self.predictor.tta else "")
         return (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
                 format_measurements(meas), status, None)
 
@@ -132,9 +133,13 @@ class Handlers:
         threshold = self.presets.get(preset or "", self.predictor.threshold)
         out = self.work.new("batch")
         progress(0.0, desc=f"0 / {len(paths)}")
-        gallery, rows, zip_path = batch_mod.run_batch(
-            self.predictor, paths, out, progress=lambda f, text: progress(f, desc=text), threshold=threshold,
-            limits=self.limits)
+        try:
+            gallery, rows, zip_path = batch_mod.run_batch(
+                self.predictor, paths, out, progress=lambda f, text: progress(f, desc=text), threshold=threshold,
+                limits=self.limits)
+        except BatchWriteError as e:
+            log.error("batch outputs could not be written: %s", e.error)
+            return gr.skip(), gr.skip(), gr.skip(), _warn(f"the results could not be written ({e.error.strerror or e})")
         ok = sum(1 for r in rows if r and r[-1] == "ok")
         bad = [r for r in rows if r and r[-1] != "ok"]
         status = f"{ok} of {len(rows)} files segmented at threshold {threshold:.2f}."

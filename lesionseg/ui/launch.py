@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from ..data.io import is_image_file
+from ..inference.weights import WEIGHTS_ENV
 
 AUTH_ENV = "LESIONSEG_AUTH"
-WEIGHTS_ENV = "LESIONSEG_WEIGHTS"
 MAX_EXAMPLES = 60
 PROG = "lesionseg app"
 
@@ -36,7 +36,7 @@ class LaunchConfig:
     max_upload_mb: int = 200
     examples: list[str] = field(default_factory=list)
     examples_dir: str | None = None
-    tta: bool = True
+    tta: bool = False
     allow_pickle: bool = False
     threads: int | None = None
 
@@ -80,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: ${WEIGHTS_ENV}, else the bundled weights/)")
     m.add_argument("--revision", help="Hub branch, tag or commit (with a repo id)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    m.add_argument("--tta", dest="tta", action="store_true", default=False,
+                   help="flip test-time augmentation in the single view and the Batch tab, as lesionseg --tta "
+                        "(4 forward passes per photo; adds the uncertainty map)")
     m.add_argument("--no-tta", dest="tta", action="store_false",
-                   help="single-image view without flip test-time augmentation (faster; no uncertainty map)")
+                   help="plain prediction (the default; kept for older command lines)")
     m.add_argument("--allow-pickle", action="store_true",
                    help="also load .pth checkpoints (weights only; only files you trust)")
     m.add_argument("--threads", type=_positive_int, default=None,
@@ -132,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
         examples = [str(f) for f in sorted(folder.iterdir()) if f.is_file() and is_image_file(f)][:MAX_EXAMPLES]
         if not examples:
             parser.error(f"--examples {ns.examples}: no images (.jpg, .png, ...) in this folder")
-    return LaunchConfig(weights=ns.weights or os.environ.get(WEIGHTS_ENV) or None, revision=ns.revision,
+    return LaunchConfig(weights=ns.weights or None, revision=ns.revision,
                         device=ns.device, host=ns.host, port=ns.port, share=ns.share, auth=auth or None,
                         max_queue=ns.max_queue, concurrency=ns.concurrency, max_upload_mb=ns.max_upload_mb,
                         examples=examples, examples_dir=str(Path(ns.examples).expanduser().resolve())

@@ -14,13 +14,13 @@ def strip_front_matter(text: str) -> str:
 
 def find_model_card(source: str | None, revision: str | None = None) -> Path | None:
     """README.md of a local weights folder, or of a Hub repo if it is in the local cache (no download)."""
-    from ..inference.weights import default_weights_source
+    from ..inference.weights import local_weights_folder, weights_source
 
-    src = source or default_weights_source()
-    path = Path(src).expanduser()
-    if path.exists():
-        card = (path if path.is_dir() else path.parent) / "README.md"
+    folder = local_weights_folder(source)
+    if folder is not None:
+        card = folder / "README.md"
         return card if card.is_file() else None
+    src = weights_source(source)
     try:
         from huggingface_hub import try_to_load_from_cache
 

@@ -10,32 +10,10 @@ import cv2
 import numpy as np
 
 from ..inference.outputs import overlay
-from ..inference.predictor import Prediction, resize_prob
+from ..inference.prediction import Prediction
+from ..utils.sizes import fit_size, resize_rgb_to
 
 DISPLAY_MAX_SIDE = 1024
-VIEW_NAMES = ("overlay", "mask", "probability", "uncertainty")
-
-
-def fit_size(height: int, width: int, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
-    """(h, w) scaled down (never up) so that the longer side is at most ``max_side``; aspect kept."""
-    if height < 1 or width < 1:
-        raise ValueError(f"invalid size {height}x{width}")
-    s = min(1.0, max_side / max(height, width))
-    return max(1, round(height * s)), max(1, round(width * s))
-
-
-def resize_rgb_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w, 3) uint8 -> (H, W, 3); area averaging when shrinking, bilinear when enlarging."""
-    if rgb.shape[:2] == tuple(size):
-        return rgb
-    h, w = size
-    interp = cv2.INTER_AREA if h < rgb.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (w, h), interpolation=interp)
-
-
-def to_display(rgb: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """Downscale an RGB image for the screen (unchanged if already small enough)."""
-    return resize_rgb_to(rgb, fit_size(rgb.shape[0], rgb.shape[1], max_side))
 
 
 def mask_view(mask: np.ndarray) -> np.ndarray:
@@ -78,16 +56,13 @@ def render_views(rgb: np.ndarray, prediction: Prediction, threshold: float | Non
                  max_side: int = DISPLAY_MAX_SIDE) -> dict[str, np.ndarray]:
     """All four views of ``prediction`` at screen size (longest side <= ``max_side``).
 
-    rgb: the photo at any size (it is resized); prediction: at any size (usually the photo's);
-    threshold: cut the probability map here instead of ``prediction.threshold``.
+    rgb: the photo at any size (it is resized); prediction: of that photo; threshold: cut the
+    probability map here instead of ``prediction.threshold``. Only screen-size arrays are made.
     Returns {"overlay": (h, w, 3), "mask": (h, w), "probability": (h, w, 3), "uncertainty": (h, w, 3)}.
     """
-    size = fit_size(*prediction.prob.shape[:2], max_side)
-    prob = resize_prob(prediction.prob, size)
-    mask = prediction.mask_at(size, threshold)
+    size = fit_size(*prediction.size, max_side)
     small = resize_rgb_to(np.asarray(rgb, dtype=np.uint8), size)
-    unc = resize_prob(prediction.uncertainty, size) if prediction.uncertainty is not None else None
-    views = mask_views(small, mask)
-    views["probability"] = probability_view(prob)
-    views["uncertainty"] = uncertainty_view(unc, small)
+    views = mask_views(small, prediction.mask_at(size, threshold))
+    views["probability"] = probability_view(prediction.prob_at(size))
+    views["uncertainty"] = uncertainty_view(prediction.uncertainty_at(size), small)
     return views

@@ -1,14 +1,13 @@
 """The CPU fast path: the model held in bfloat16, channels_last, frozen by TorchScript.
 
-Measured on a 2-core avx512_bf16 CPU at 256 px, batch 1 (benchmarks/results.md): bf16 autocast
-re-casts the fp32 weights and casts activations around every convolution on every call; holding
-the weights in bf16 removes that (about 1.1x over autocast), and freezing a trace pre-packs the
-oneDNN convolution weights once instead of per call (about 1.1x more). Tracing takes ~0.2 s, not
-the 20-30 s of ``torch.compile`` on this machine, so a process that predicts one image still gains.
+bf16 autocast re-casts the fp32 weights and casts activations around every convolution on every
+call; holding the weights in bf16 removes that, and freezing a trace pre-packs the oneDNN
+convolution weights once instead of per call. A trace takes a fraction of a second, where
+``torch.compile`` compiles for tens of seconds, so a process that predicts one image still gains.
 The full-resolution attention gate is recomputed with its intermediates channels-first
-(cpu_gate.py), and the 16/32-channel upsampling and pooling as row-wise lerp / maximum calls
-(cpu_resample.py): PyTorch's channels_last bf16 kernels for them vectorise over channels, and these
-levels have fewer channels than one vector holds.
+(:mod:`.gate`), and the narrow upsampling and pooling as row-wise lerp / maximum calls
+(:mod:`.resample`): PyTorch's channels_last bf16 kernels for them vectorise over channels, and these
+levels have fewer channels than one vector holds. benchmarks/ measures each step.
 
 The trace is taken at one spatial size (the model's ``inference_img_size``, which the Predictor
 always feeds); the batch size may vary. Any other size runs the same bf16 weights eagerly, because
@@ -23,9 +22,9 @@ import warnings
 
 import torch
 
-from .cpu_gate import use_channels_first_gates
-from .cpu_int8 import cpu_int8_supported, use_int8_convs
-from .cpu_resample import use_fast_resampling
+from .gate import use_channels_first_gates
+from .int8 import cpu_int8_supported, use_int8_convs
+from .resample import use_fast_resampling
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def cpu_bf16_supported() -> bool:
 class FrozenBF16Runner:
     """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits, computed in bf16.
 
-    ``int8=True`` also runs the 3x3 convolutions below full resolution in int8 (cpu_int8.py) where
+    ``int8=True`` also runs the 3x3 convolutions below full resolution in int8 (:mod:`.int8`) where
     the CPU supports it; ``int8_convs`` says how many were swapped.
 
     ``model`` is copied; the caller's fp32 model is left as it was (the ``--no-fast`` path and the
@@ -51,9 +50,11 @@ class FrozenBF16Runner:
         self.eager = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
         self.gates_swapped = use_channels_first_gates(self.eager)
         self.resampling_swapped = use_fast_resampling(self.eager)
-        # int8 only where the CPU has int8 dot products: the speed-up was measured there, and without
-        # them oneDNN's int8 kernels have no faster instructions to use than bf16's
+        # int8 only where the CPU has int8 dot products: without them oneDNN's int8 kernels have no
+        # faster instructions to use than bf16's
         self.int8_convs = use_int8_convs(self.eager) if int8 and cpu_int8_supported() else 0
+        self.name = "bf16 + int8" if self.int8_convs else "bf16"
+        self.side_by_side = True
         self._frozen: torch.jit.ScriptModule | None = None
         self._tried = False
         self._lock = threading.Lock()
@@ -66,8 +67,8 @@ class FrozenBF16Runner:
             example = example.contiguous(memory_format=torch.channels_last)
             try:
                 with warnings.catch_warnings():
-                    # torch.jit is marked deprecated in favour of torch.compile, which costs 20-30 s of
-                    # compilation per process here; the trace's size-specific control flow is handled
+                    # torch.jit is marked deprecated in favour of torch.compile, whose compilation per
+                    # process costs more than a whole batch here; the trace's size-specific control flow is handled
                     # by calling it only at the traced size
                     warnings.simplefilter("ignore")
                     with torch.inference_mode():

@@ -1,24 +1,26 @@
 """Attention gates recomputed for the CPU bf16 channels_last path: same weights, same function.
 
-Two PyTorch CPU kernels are slow on exactly the shapes the full-resolution gate produces
-(measured on a 2-core avx512_bf16 CPU, bf16, 256 x 256, batch 1):
+Two PyTorch CPU kernels are slow on exactly the shapes the full-resolution gate produces:
 
-- GroupNorm on a channels_last tensor with one channel per group (the gate's 8 intermediate
-  channels in 8 groups): 1.55 ms, against 0.085 ms for the same GroupNorm on an NCHW tensor. The
+- GroupNorm on a channels_last tensor with one channel per group (the gate's intermediate
+  channels) takes a slow generic path; on an NCHW tensor it is a fast contiguous reduction. The
   gate's 1x1 convolutions are matrix products, so computing them as ``W @ X^T`` over the
   channels_last memory writes their outputs channels-first at no extra cost, and the GroupNorms,
   the ReLU and the 1x1 ``psi`` projection then run on NCHW tensors.
-- The bf16 broadcast multiply ``x * alpha`` over 16 channels (fewer than one 512-bit vector of
-  bf16) takes 0.84 ms; over the channel-expanded ``alpha`` it is a plain same-shape multiply.
+- The bf16 broadcast multiply ``x * alpha`` over fewer channels than one 512-bit vector holds
+  cannot vectorise over channels; over the channel-expanded ``alpha`` it is a plain same-shape
+  multiply.
 
 Where neither applies (the coarser gates) the original module runs: there its kernels are fast.
+benchmarks/ measures the effect on the whole forward.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..models.blocks import AttentionGate
+from ...models.blocks import AttentionGate
+from .swap import swap_modules
 
 # a 512-bit vector holds 32 bf16 values; the broadcast multiply is only slow below that width
 _SLOW_BROADCAST_CHANNELS = 32
@@ -60,17 +62,12 @@ def _one_channel_per_group(norm: nn.Module) -> bool:
     return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels
 
 
-def use_channels_first_gates(model: nn.Module) -> int:
-    """Swap, in place, the gates whose GroupNorms have one channel per group; returns how many.
+def _slow_on_cpu(gate: nn.Module) -> bool:
+    return isinstance(gate, AttentionGate) and (_one_channel_per_group(gate.w_x[1])
+                                                or _one_channel_per_group(gate.w_g[1]))
 
-    Meant for the CPU runner's private bf16 channels_last copy of a DS-AttentionUNet; any other
-    module (no ``decoder.stages``) is left as it is.
-    """
-    swapped = 0
-    for stage in getattr(getattr(model, "decoder", None), "stages", []):
-        gate = getattr(stage, "gate", None)
-        if isinstance(gate, AttentionGate) and (_one_channel_per_group(gate.w_x[1])
-                                                or _one_channel_per_group(gate.w_g[1])):
-            stage.gate = ChannelsFirstGate(gate)
-            swapped += 1
-    return swapped
+
+def use_channels_first_gates(model: nn.Module) -> int:
+    """Swap, in place, every :class:`AttentionGate` whose GroupNorms have one channel per group;
+    returns how many. Meant for the CPU runner's private bf16 channels_last copy of the model."""
+    return swap_modules(model, _slow_on_cpu, ChannelsFirstGate)

@@ -1,11 +1,10 @@
 """Dynamic int8 convolutions for the CPU fast path, below full resolution.
 
 On a CPU with int8 dot-product instructions (AVX512-VNNI or AMX), oneDNN's u8 x s8
-convolution runs the model's 3x3 convolutions about 1.9x faster than bf16 (2-core avx512_vnni
-EPYC, 128 -> 128 channels at 32 px: 0.67 -> 0.35 ms). Only the convolutions whose input is at
-most half the model's resolution are swapped: there the quantisation of the input is cheap next
-to the convolution it saves; at full resolution (16 channels) int8 measured no faster (17.51 vs
-17.54 ms per forward), so those keep bf16.
+convolution runs the model's 3x3 convolutions faster than bf16. Only the convolutions whose input
+is at most half the model's resolution are swapped: there the quantisation of the input is cheap
+next to the convolution it saves; at full resolution, with few channels, quantising the input
+costs what the int8 convolution saves, so those keep bf16.
 
 - Weights: symmetric int8 per output channel (scale = max |w| / 127), packed once.
 - Inputs: asymmetric uint8 per image, from that image's own min and max at this layer ("dynamic"
@@ -14,9 +13,8 @@ to the convolution it saves; at full resolution (16 channels) int8 measured no f
 - Outputs: dequantised by oneDNN straight to the input's dtype (bf16): the accumulation is exact
   int32, so the only added error is the inputs' and weights' 8-bit rounding.
 
-Masks agree with exact fp32 at Dice 0.9989 mean over the 200 held-out test images (bf16 alone:
-0.9995; README.md has the held-out metrics and the one image a clean-up cut-off flips);
-benchmarks/ section 1 checks agreement on 20 images every run. ``--no-int8`` turns it off.
+docs/model.md compares the held-out metrics with exact fp32; benchmarks/ section 1 checks mask
+agreement on every run. ``--no-int8`` turns it off.
 
 The operator is registered as ``torch.ops.lesionseg.qconv2d_dynamic`` so that the TorchScript trace
 of the runner records one call per convolution (the oneDNN op's own schema cannot be traced).
@@ -35,7 +33,7 @@ log = logging.getLogger(__name__)
 
 with warnings.catch_warnings():
     # quantized tensor creation is marked deprecated (a C++ warn-once); it is the one vectorised
-    # float -> uint8 kernel in this torch (a clamp/round chain costs ~10x more), so the warning is
+    # float -> uint8 kernel in this torch (a clamp/round chain is several passes), so the warning is
     # spent here, once, instead of wrapping every call (warnings.catch_warnings is not thread-safe)
     warnings.simplefilter("ignore")
     torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
@@ -45,7 +43,7 @@ def _quantize_u8(x: torch.Tensor) -> tuple[torch.Tensor, float, int] | None:
     """(1, C, H, W) float32 -> (uint8 tensor, same shape and strides; scale; zero point), or None
     where the input holds NaN or inf (no finite scale exists)."""
     # the range always includes 0: oneDNN pads with the zero point, which must stand for exactly 0.
-    # Two reductions, because torch.aminmax is ~8x slower here.
+    # Two reductions, because torch.aminmax takes a slower generic path for these shapes.
     lo, hi = min(float(x.amin()), 0.0), max(float(x.amax()), 0.0)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return None

@@ -1,20 +1,15 @@
 """Upsampling and pooling recomputed for the CPU bf16 channels_last path: same function, no weights.
 
 PyTorch's CPU kernels for both vectorise over channels, and the finest decoder/encoder levels have
-16 channels, half a 512-bit vector of bf16. Measured on a 2-core avx512_bf16 CPU, bf16
-channels_last, batch 1 (``benchmarks/`` section 1 gives the whole-forward effect):
+fewer channels than one 512-bit vector of bf16 holds (``benchmarks/`` section 1 gives the
+whole-forward effect):
 
-- Bilinear 2x upsampling, 16 channels, 128 -> 256: ``F.interpolate`` 0.75 ms. With
-  ``align_corners=False`` every output is a fixed 3:1 blend of two neighbours, so the upsampling
-  is two ``lerp`` calls per axis over whole contiguous rows of the channels_last memory: 0.28 ms
-  (32 channels, 64 -> 128: 0.28 -> 0.16 ms; 128 channels at 16 px is slower, so coarse levels keep
-  ``F.interpolate``).
-- 2x2 max-pooling, 16 channels at 256 x 256: ``max_pool2d`` also writes int64 indices nobody
-  reads, 0.29 ms; two ``maximum`` calls, over row pairs then column pairs, 0.11 ms (32 channels
-  at 128: 0.10 -> 0.06 ms; equal at 64).
-
-Writing the upsampled half straight into the concatenation buffer was also tried: the strided
-writes cost what the concatenation saves (23.2 vs 23.1 ms per forward).
+- Bilinear 2x upsampling: with ``align_corners=False`` every output is a fixed 3:1 blend of two
+  neighbours, so the upsampling is two ``lerp`` calls per axis over whole contiguous rows of the
+  channels_last memory, which vectorise over the row instead of the channels. Wide, coarse levels
+  keep ``F.interpolate``, whose channel vectorisation is full there.
+- 2x2 max-pooling: ``max_pool2d`` also writes int64 indices nobody reads; two ``maximum`` calls,
+  over row pairs then column pairs, write only the result.
 """
 from __future__ import annotations
 
@@ -24,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.ds_attention_unet import BilinearUpsample
+from ...models.ds_attention_unet import BilinearUpsample
+from .swap import swap_modules
 
-# above this many channels the stock kernels are as fast or faster (measured above)
+# above this many channels the stock kernels vectorise fully over channels
 _MAX_CHANNELS = 32
 
 
@@ -105,18 +101,10 @@ def _is_pool2x(pool: object) -> bool:
 
 
 def use_fast_resampling(model: nn.Module) -> int:
-    """Swap, in place, the decoder's upsampling and the encoder's 2x2 pooling; returns how many.
+    """Swap, in place, every :class:`BilinearUpsample` and every 2x2 ``nn.MaxPool2d``; returns how many.
 
-    Meant for the CPU runner's private bf16 channels_last copy of a DS-AttentionUNet; modules it
-    does not recognise are left as they are.
+    Meant for the CPU runner's private bf16 channels_last copy of the model; the replacements fall
+    back to the stock kernels where their shapes do not apply.
     """
-    swapped = 0
-    for stage in getattr(getattr(model, "decoder", None), "stages", []):
-        if isinstance(getattr(stage, "upsample", None), BilinearUpsample):
-            stage.upsample = LerpUpsample()
-            swapped += 1
-    encoder = getattr(model, "encoder", None)
-    if _is_pool2x(getattr(encoder, "pool", None)):
-        encoder.pool = PairMaxPool2d()
-        swapped += 1
-    return swapped
+    return (swap_modules(model, lambda m: isinstance(m, BilinearUpsample), lambda m: LerpUpsample())
+            + swap_modules(model, _is_pool2x, lambda m: PairMaxPool2d()))

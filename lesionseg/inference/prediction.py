@@ -1,0 +1,131 @@
+"""One image's prediction: the model's probability map, cut into a mask at any size and threshold.
+
+A :class:`Prediction` keeps what the model computed once, at the model's resolution (S x S), and
+the size of the photo it belongs to. Full-size arrays, other sizes and other thresholds are
+derived from it on demand, so a screen view, a re-threshold or a download never runs the model
+again and never has to be rebuilt from anything but this object.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..measurements import ANALYSIS_MAX_SIDE, measure
+from ..postprocess import NO_CLEANUP, MaskCleanup
+from ..utils.sizes import fit_size
+
+
+def check_threshold(t: float) -> float:
+    """``t`` as a float in [0, 1]; ValueError otherwise."""
+    t = float(t)
+    if not 0.0 <= t <= 1.0 or np.isnan(t):
+        raise ValueError(f"threshold must lie in [0, 1], got {t}")
+    return t
+
+
+def binarize(prob: np.ndarray, t: float) -> np.ndarray:
+    """(H, W) probabilities -> uint8 {0, 1} mask of ``prob >= t`` in one pass (a bool array viewed as uint8)."""
+    return np.greater_equal(prob, t).view(np.uint8)
+
+
+def resize_prob(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) float32 -> (H, W) float32 in [0, 1]; bilinear, area-averaged when shrinking both sides."""
+    h, w = size
+    if prob.shape == (h, w):
+        return np.ascontiguousarray(prob, dtype=np.float32)
+    interp = cv2.INTER_AREA if h < prob.shape[0] and w < prob.shape[1] else cv2.INTER_LINEAR
+    out = cv2.resize(prob.astype(np.float32, copy=False), (w, h), interpolation=interp)
+    return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-size array
+
+
+class Prediction:
+    """One image's result.
+
+    lowres: (S, S) float32 probabilities at the model's resolution, where the clean-up judges
+    regions; size: (H, W) of the photo as displayed (EXIF applied); lowres_uncertainty: (S, S)
+    max - min over the flip-TTA views (None without TTA).
+
+    ``prob`` (H, W) float32, ``mask`` (H, W) uint8 {0, 1} (``prob >= threshold`` after the
+    clean-up) and ``uncertainty`` (H, W) float32 or None are computed on first use and kept.
+    """
+
+    def __init__(self, lowres: np.ndarray, size: tuple[int, int], threshold: float,
+                 cleanup: MaskCleanup = NO_CLEANUP, lowres_uncertainty: np.ndarray | None = None):
+        self.lowres = lowres
+        self.size = (int(size[0]), int(size[1]))
+        self.threshold = check_threshold(threshold)
+        self.cleanup = cleanup
+        self.lowres_uncertainty = lowres_uncertainty
+        self._prob: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._uncertainty: np.ndarray | None = None
+
+    @classmethod
+    def from_arrays(cls, prob: np.ndarray, mask: np.ndarray, threshold: float,
+                    uncertainty: np.ndarray | None = None) -> "Prediction":
+        """A prediction already at full size: prob (H, W), mask (H, W) {0, 1}, no clean-up."""
+        pred = cls(prob, prob.shape[:2], threshold, NO_CLEANUP, uncertainty)
+        pred._prob, pred._mask = np.asarray(prob, dtype=np.float32), mask
+        return pred
+
+    @property
+    def prob(self) -> np.ndarray:
+        if self._prob is None:
+            self._prob = resize_prob(self.lowres, self.size)
+        return self._prob
+
+    @property
+    def mask(self) -> np.ndarray:
+        if self._mask is None:
+            cleaned = self.cleanup.apply(self.lowres, self.threshold)
+            self._mask = binarize(self.prob if cleaned is None else resize_prob(cleaned, self.size), self.threshold)
+        return self._mask
+
+    @property
+    def uncertainty(self) -> np.ndarray | None:
+        if self._uncertainty is None and self.lowres_uncertainty is not None:
+            self._uncertainty = resize_prob(self.lowres_uncertainty, self.size)
+        return self._uncertainty
+
+    def prob_at(self, size: tuple[int, int]) -> np.ndarray:
+        """(H', W') = ``size`` float32 probabilities."""
+        return self.prob if tuple(size) == self.size and self._prob is not None else resize_prob(self.lowres, size)
+
+    def uncertainty_at(self, size: tuple[int, int]) -> np.ndarray | None:
+        """(H', W') = ``size`` float32 uncertainty, or None without TTA."""
+        if self.lowres_uncertainty is None:
+            return None
+        return resize_prob(self.lowres_uncertainty, size)
+
+    def mask_at(self, size: tuple[int, int], t: float | None = None) -> np.ndarray:
+        """(H', W') = ``size`` uint8 {0, 1} mask cut at ``t`` (default: this prediction's threshold)."""
+        t = self.threshold if t is None else check_threshold(t)
+        if tuple(size) == self.size and t == self.threshold:
+            return self.mask
+        cleaned = self.cleanup.apply(self.lowres, t)
+        return binarize(resize_prob(self.lowres if cleaned is None else cleaned, tuple(size)), t)
+
+    def with_threshold(self, t: float) -> "Prediction":
+        """The same prediction cut at another threshold; no model call."""
+        other = Prediction(self.lowres, self.size, t, self.cleanup, self.lowres_uncertainty)
+        other._prob, other._uncertainty = self._prob, self._uncertainty
+        return other
+
+    @property
+    def lesion_area_px(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    @property
+    def lesion_fraction(self) -> float:
+        return self.lesion_area_px / self.mask.size if self.mask.size else 0.0
+
+    @property
+    def analysis_size(self) -> tuple[int, int]:
+        """(h, w) at which the measurements are taken: the photo's size, at most ANALYSIS_MAX_SIDE."""
+        return fit_size(*self.size, ANALYSIS_MAX_SIDE)
+
+    def measurements(self, mm_per_px: float | None = None) -> dict:
+        """Image measurements of the mask (see :func:`lesionseg.measurements.measure`), taken at
+        :attr:`analysis_size` and scaled to the photo."""
+        size = self.analysis_size
+        return measure(self.mask_at(size), self.prob_at(size), mm_per_px=mm_per_px or None, full_size=self.size)

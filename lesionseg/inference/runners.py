@@ -1,0 +1,79 @@
+"""Backends behind one calling convention: ``runner(x)`` maps the normalised image batch
+(B, 3, S, S) float32 on the CPU to logits (B, 1, S, S) float32 on the CPU.
+
+:func:`make_runner` picks one per Predictor:
+
+- ``torch`` on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
+  frozen trace, int8 convolutions below full resolution where the CPU has int8 dot products);
+- ``torch`` elsewhere, or with ``fast=False``: :class:`EagerRunner`, the model as loaded (fp32).
+  On a GPU this is the fast path: the model is bound by GroupNorm and kernel launches there, which
+  bf16 and channels_last do not shorten (benchmarks/ section 7);
+- ``onnx``: :class:`OnnxBackend`, ONNX Runtime on the CPU (fp32).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import torch
+
+from .cpu import FrozenBF16Runner, cpu_bf16_supported
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+
+
+class Runner(Protocol):
+    """A model call. ``name`` says which path it is (for logs and benchmarks); ``side_by_side``
+    says whether several images are best predicted at once on their own threads (the CPU's torch
+    paths) or one after another (ONNX Runtime and GPUs spread one image over their own threads)."""
+
+    name: str
+    side_by_side: bool
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class EagerRunner:
+    """The model as loaded, on its device, in its own dtype (fp32)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.model, self.device = model, device
+        self.name = "fp32" if device.type == "cpu" else f"fp32 on {device.type}"
+        self.side_by_side = device.type == "cpu"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(x.to(self.device, non_blocking=True)).float().cpu()
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU (fp32) with the torch calling convention (see onnx_backend.py)."""
+
+    name = "onnx (fp32)"
+    side_by_side = False
+
+    def __init__(self, model: torch.nn.Module, onnx_folder: str | None = None):
+        from .onnx_backend import runner_for
+
+        self.session = runner_for(model, onnx_folder)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session(x.numpy()))
+
+
+def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "torch", fast: bool = True,
+                int8: bool = True, onnx_folder: str | None = None) -> Runner:
+    """The runner for ``model`` (already on ``device``, eval mode); ValueError for an unknown backend
+    or ONNX on a non-CPU device. ``fast=False`` keeps exact fp32 on the CPU; ``int8=False`` keeps
+    the CPU fast path in bf16 throughout."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise ValueError(f"backend 'onnx' runs on the CPU only, not on {device}")
+        return OnnxBackend(model, onnx_folder)
+    if fast and device.type == "cpu" and cpu_bf16_supported():
+        return FrozenBF16Runner(model, int(getattr(model, "inference_img_size", 256)), int8=int8)
+    return EagerRunner(model, device)
