@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 class LesionDataset(Dataset):
     """Image/mask pairs at ``img_size``; items are (image (3, S, S) float32, mask (1, S, S) float32, id).
 
-    Decoding once up front (2,000 ISIC images at 256 px are ~400 MB) keeps the 2-core CPU busy with
-    the model, not with JPEG decoding, and surfaces every unreadable file before the first epoch.
+    Decoding once up front (small training images fit in memory) keeps the CPU busy with the model,
+    not with JPEG decoding every epoch, and surfaces every unreadable file before the first epoch.
     """
 
     def __init__(self, pairs: Sequence[Pair], img_size: int, transform: A.Compose | None,

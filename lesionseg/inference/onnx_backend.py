@@ -43,15 +43,6 @@ def _require(name: str) -> Any:
                                    "default --backend torch)") from None
 
 
-def onnx_available() -> bool:
-    """True when both ``onnx`` and ``onnxruntime`` import."""
-    try:
-        _require("onnx"), _require("onnxruntime")
-    except OnnxUnavailableError:
-        return False
-    return True
-
-
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over the state dict (names, dtypes and values in NCHW order): identifies the weights."""
     h = hashlib.sha256()

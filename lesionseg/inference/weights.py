@@ -21,6 +21,8 @@ from ..models.ds_attention_unet import DSAttentionUNet
 
 log = logging.getLogger(__name__)
 
+# the checkout's weights/ folder: the model ships with the repository (and the Space), not inside
+# the Python package, so an installed package needs --weights or $LESIONSEG_WEIGHTS
 DEFAULT_WEIGHTS: Path = Path(__file__).resolve().parents[2] / "weights"
 WEIGHTS_ENV = "LESIONSEG_WEIGHTS"
 CONFIG_NAME = "config.json"

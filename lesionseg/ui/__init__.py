@@ -1,10 +1,13 @@
-"""The Gradio app's logic, in small tested modules (``app.py`` only lays out and wires them).
+"""The Gradio app's page logic, in small tested modules (``app.py`` only lays out and wires them).
 
-- :mod:`measurements`: lesion area, diameter, perimeter, regions, asymmetry, border, flags
+The segmentation, measurements, operating points and input handling are the library's
+(:mod:`lesionseg.inference`, :mod:`lesionseg.measurements`, :mod:`lesionseg.operating_points`,
+:mod:`lesionseg.data`); these modules shape them for the page:
+
+- :mod:`session`: one photo's prediction kept between events (re-threshold without the model)
 - :mod:`views`: screen-size overlay / mask / probability / uncertainty pictures
-- :mod:`operating_points`: threshold presets and validation recall / precision
-- :mod:`session`: one photo's result kept between events (re-threshold without the model)
-- :mod:`batch`, :mod:`archive`: folders, file lists and safe ZIP reading
+- :mod:`formatting`: the measurements table
+- :mod:`batch`: the Batch tab on the library's batch engine: gallery, table, results ZIP
 - :mod:`model_card`, :mod:`launch`: model card text; command line and server start
 - :mod:`handlers`, :mod:`components`: Gradio event functions and component tweaks
 
