@@ -90,7 +90,9 @@ def rethreshold(result: ImageResult, threshold: float,
 
 
 def _full_rgb(result: ImageResult) -> np.ndarray:
-    if result.path:
+    # a photo that fits the screen is whole in ``display``; a larger one is read again, at full
+    # resolution, only for this download
+    if result.path and result.display_size != result.full_size:
         try:
             return resize_rgb_to(load_image(result.path), result.full_size)
         except ImageLoadError:
