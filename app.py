@@ -3,7 +3,8 @@
 
     python app.py [--weights DIR_OR_REPO_ID] [--port 7860] [--share] [--auth USER:PASSWORD] ...
 
-The logic lives in lesionseg/ui/ (handlers, session, views, measurements, batch, launch).
+The page logic lives in lesionseg/ui/ (handlers, session, views, batch, launch); the segmentation
+is the library's (lesionseg/inference/), the same the command line runs.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def create_demo(predictor, config: LaunchConfig):
     from lesionseg.ui import handlers
     from lesionseg.ui.batch import TABLE_HEADERS
     from lesionseg.ui.components import PhotoInput
-    from lesionseg.ui.model_card import model_card_markdown
+    from lesionseg.ui.card import model_card_markdown
 
     h = handlers.Handlers(predictor)
     start = min(max(h.presets[SCREENING], 0.01), 0.99)

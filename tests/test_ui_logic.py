@@ -20,7 +20,7 @@ from lesionseg.inference import Prediction, Predictor
 from lesionseg.inference.weights import weights_source
 from lesionseg.ui import launch, session
 from lesionseg.ui.batch import TABLE_HEADERS, run_batch
-from lesionseg.ui.model_card import model_card_markdown, strip_front_matter
+from lesionseg.ui.card import model_card_markdown, strip_front_matter
 from lesionseg.ui.views import DISPLAY_MAX_SIDE, render_views
 from lesionseg.utils.sizes import fit_size
 

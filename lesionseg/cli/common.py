@@ -18,6 +18,8 @@ from typing import Iterator
 
 import torch
 
+from ..utils.argtypes import positive_int
+
 log = logging.getLogger("lesionseg")
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_OUTPUT, EXIT_PUBLISH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -31,17 +33,6 @@ def threshold_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 < v < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must lie in (0, 1), got {v}")
-    return v
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``_`` separators allowed: 200_000_000)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
 
 

@@ -8,7 +8,7 @@ The segmentation, measurements, operating points and input handling are the libr
 - :mod:`views`: screen-size overlay / mask / probability / uncertainty pictures
 - :mod:`formatting`: the measurements table
 - :mod:`batch`: the Batch tab on the library's batch engine: gallery, table, results ZIP
-- :mod:`model_card`, :mod:`launch`: model card text; command line and server start
+- :mod:`card`, :mod:`launch`: the model card tab's text; command line and server start
 - :mod:`handlers`, :mod:`components`: Gradio event functions and component tweaks
 
 Only :mod:`handlers`, :mod:`components` and :func:`launch.launch` import Gradio.

@@ -14,6 +14,7 @@ from typing import NoReturn, Sequence
 
 from ..data.io import is_image_file
 from ..inference.weights import WEIGHTS_ENV
+from ..utils.argtypes import positive_int
 
 AUTH_ENV = "LESIONSEG_AUTH"
 MAX_EXAMPLES = 60
@@ -59,16 +60,6 @@ def parse_auth_pairs(text: str, where: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python app.py",
@@ -87,21 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain prediction (the default; kept for older command lines)")
     m.add_argument("--allow-pickle", action="store_true",
                    help="also load .pth checkpoints (weights only; only files you trust)")
-    m.add_argument("--threads", type=_positive_int, default=None,
+    m.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for the model (default: PyTorch's choice; 1 on a busy shared machine)")
     s = p.add_argument_group("server")
     s.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on; 0.0.0.0 for the local network (default: 127.0.0.1)")
-    s.add_argument("--port", type=_positive_int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+    s.add_argument("--port", type=positive_int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
                    help="port (default: 7860)")
     s.add_argument("--share", action="store_true", help="also create a temporary public gradio.live link")
     s.add_argument("--auth", action="append", metavar="USER:PASSWORD",
                    help=f"require a login (repeatable; or ${AUTH_ENV}=USER:PASSWORD[,USER:PASSWORD])")
     s.add_argument("--auth-file", metavar="FILE", help="file of USER:PASSWORD lines")
-    s.add_argument("--max-queue", type=_positive_int, default=64, help="queued requests before refusing (64)")
-    s.add_argument("--concurrency", type=_positive_int, default=1,
+    s.add_argument("--max-queue", type=positive_int, default=64, help="queued requests before refusing (64)")
+    s.add_argument("--concurrency", type=positive_int, default=1,
                    help="requests processed at once per action (1)")
-    s.add_argument("--max-upload-mb", type=_positive_int, default=200, help="largest upload per file in MB (200)")
+    s.add_argument("--max-upload-mb", type=positive_int, default=200, help="largest upload per file in MB (200)")
     s.add_argument("--examples", metavar="DIR", help="a folder of your own photos to show as clickable examples")
     return p
 
