@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from lesionseg.cli.main import main as cli_main  # noqa: E402
 from lesionseg.data.io import load_image  # noqa: E402
 from lesionseg.inference import Predictor, load_model  # noqa: E402
+from lesionseg.inference.runners import OnnxBackend  # noqa: E402
 from lesionseg.metrics import image_metrics  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 
@@ -77,7 +78,7 @@ def test_onnx_backend_masks_match_fp32(model: DSAttentionUNet) -> None:
     if DATA.is_dir():
         images += real(6)
     onnx, exact = Predictor(model, backend="onnx"), Predictor(model, fast=False)
-    assert onnx.onnx is not None and not onnx.fast
+    assert isinstance(onnx.runner, OnnxBackend) and not onnx.fast
     assert mean_dice(onnx, exact, images) >= 0.99
     a, b = onnx.predict(images[0]), exact.predict(images[0])
     assert np.abs(a.prob - b.prob).max() < 1e-3  # fp32 both: only summation order differs
@@ -102,7 +103,7 @@ def test_export_cli_round_trip(tmp_path: Path) -> None:
     assert runner(batch).shape == (3, 1, 64, 64)
 
     pred = Predictor.from_weights(folder, device="cpu", backend="onnx")
-    assert pred.onnx is not None and pred.onnx.digest == runner.digest
+    assert isinstance(pred.runner, OnnxBackend) and pred.runner.session.digest == runner.digest
     img = synthetic(1, 100)[0]
     ref = Predictor(m, fast=False).predict(img)
     got = pred.predict(img)
@@ -123,7 +124,7 @@ def test_stale_onnx_file_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFi
     pred = Predictor.from_weights(folder, device="cpu", backend="onnx")
     from lesionseg.inference.onnx_backend import weights_digest
 
-    assert pred.onnx.digest == weights_digest(pred.model)
+    assert pred.runner.session.digest == weights_digest(pred.model)
     assert "other weights" in caplog.text
 
 
