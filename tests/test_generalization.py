@@ -25,8 +25,8 @@ def imagenet_like_file(path: Path, seed: int = 1) -> dict[str, torch.Tensor]:
     """A file in torchvision's MobileNetV2 layout (features.* and classifier.*), random values."""
     torch.manual_seed(seed)
     enc = MobileNetV2Encoder(8, 4, "relu")
-    state = {f"features.{k}": torch.randn_like(v) if v.is_floating_point() else v
-             for k, v in enc.features.state_dict().items()}
+    state = {f"features.{k}": (torch.rand_like(v) + 0.5 if k.endswith("running_var") else torch.randn_like(v))
+             if v.is_floating_point() else v for k, v in enc.features.state_dict().items()}
     state["features.18.0.weight"] = torch.randn(1280, 320, 1, 1)  # the classifier conv we leave out
     state["classifier.1.weight"] = torch.randn(1000, 1280)
     torch.save(state, path)
@@ -181,3 +181,23 @@ def test_missing_encoder_weights_file_is_one_line_and_exit_2(make_dataset, tmp_p
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "nope.pth" in lines[0] and "--encoder-weights" in lines[0]
+
+
+@pytest.mark.skipif(not all(__import__("importlib").util.find_spec(m) for m in ("onnx", "onnxruntime")),
+                    reason="onnx / onnxruntime not installed")
+def test_mobilenet_model_exports_to_onnx_and_predicts_through_it(tmp_path: Path) -> None:
+    from lesionseg.cli.main import main as cli_main
+    from lesionseg.inference import Predictor
+
+    torch.manual_seed(0)
+    model = DSAttentionUNet(**MBV2).eval()
+    for m in model.modules():  # BatchNorm statistics other than the identity, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    model.save_pretrained(tmp_path / "w")
+    assert cli_main(["export", "--onnx", "--weights", str(tmp_path / "w")]) == 0
+    img = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    onnx = Predictor.from_weights(tmp_path / "w", device="cpu", backend="onnx").predict(img)
+    exact = Predictor.from_weights(tmp_path / "w", device="cpu", fast=False).predict(img)
+    assert np.abs(onnx.prob - exact.prob).max() < 1e-3
