@@ -103,22 +103,29 @@ tuned by the same rule and evaluated the same way on the same held-out test imag
 
 
 def previous_runs_section(recipe: Path) -> str:
-    """Earlier recipes kept for comparison (``<recipe>/previous/*``): e.g. the shorter CPU recipe."""
-    runs = [(d.name, _read(d / "run_info.json") or {}, _read(d / "eval_test.json"))
+    """Earlier shipped models and recipes kept for comparison (``<recipe>/previous/*``), on the
+    held-out test part and, where they were evaluated there, the external validation set."""
+    runs = [(d.name, _read(d / "run_info.json") or {}, _read(d / "eval_test.json"), _read(d / "eval_external.json"))
             for d in sorted((recipe / "previous").glob("*")) if (d / "eval_test.json").is_file()]
     if not runs:
         return ""
     notes = [f"- `{name}`: `{info.get('command', '?')}`, {info.get('epochs', '?')} epochs, "
              f"{info.get('wall_minutes', '?')} min{' on ' + info['hardware'] if info.get('hardware') else ''}; "
-             f"its own tuned threshold {result['threshold']:.2f}." for name, info, result in runs]
+             f"its own tuned threshold {result['threshold']:.2f}." for name, info, result, _ in runs]
+    columns: dict[str, dict] = {}
+    for name, _, result, ext in runs:
+        columns[name] = result
+        if ext:
+            columns[f"{name}, external"] = ext
     return f"""## Earlier recipes on the same split
 
 Earlier shipped models and recipes, evaluated the same way on the same held-out test images
-(`{recipe.as_posix()}/previous/*/eval_test.json`), each at its own tuned threshold:
+(`{recipe.as_posix()}/previous/*/eval_test.json`, and `eval_external.json` where they were scored on
+the external set), each at its own tuned threshold:
 
 {chr(10).join(notes)}
 
-{metrics_table({name: result for name, _, result in runs})}
+{metrics_table(columns)}
 """
 
 
