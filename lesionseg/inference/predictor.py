@@ -21,10 +21,11 @@ from ..data.io import ImageLoadError, decode_image
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
 from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
+from ..utils.devices import resolve_device
 from .cpu import FrozenBF16Runner
-from .prediction import Prediction, check_threshold, resize_prob  # noqa: F401 - resize_prob: public here too
-from .runners import BACKENDS, make_runner  # noqa: F401 - BACKENDS: the valid --backend names
-from .weights import load_model, local_weights_folder, resolve_device
+from .prediction import Prediction, check_threshold
+from .runners import make_runner
+from .weights import load_model, local_weights_folder
 
 log = logging.getLogger(__name__)
 
