@@ -143,8 +143,10 @@ def main() -> int:
     best = run / "models" / "best_model"
     recipe.mkdir(parents=True, exist_ok=True)
     weights.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy2(best / name, weights / name)
+    from lesionseg.models import DSAttentionUNet
+
+    # saved again rather than copied: config.json then names every channel list the model has
+    DSAttentionUNet.from_pretrained(best).save_pretrained(weights)
     for name in ("split.json", "val_ids.txt", "test_ids.txt"):
         shutil.copy2(run / name, recipe / name)
     shutil.copy2(run / "logs" / "metrics.jsonl", recipe / "training_history.jsonl")
@@ -168,8 +170,6 @@ def main() -> int:
     if external:  # the external validation folder, all of it, on the default path and with flip TTA
         evaluate(weights, external, None, recipe / "eval_external.json", tta=False)
         evaluate(weights, external, None, recipe / "eval_external_tta.json", tta=True)
-
-    from lesionseg.models import DSAttentionUNet
 
     n_params = DSAttentionUNet(**json.loads((weights / "config.json").read_text())).num_parameters()
     secs = sum(h["seconds"] for h in history)

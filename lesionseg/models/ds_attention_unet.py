@@ -165,6 +165,10 @@ class DSAttentionUNet(
             decoder_channels = (list(encoder_channels[:-1])[::-1] if encoder_name == "unet"
                                 else list(MOBILENET_DECODER_CHANNELS))
         self.encoder_name = encoder_name
+        if isinstance(self._hub_mixin_config, dict):
+            # config.json names the channels the model has, not the None that asked for the defaults
+            self._hub_mixin_config.update(encoder_channels=list(encoder_channels),
+                                          decoder_channels=list(decoder_channels))
         if not 0.0 < inference_threshold < 1.0:
             raise ValueError(f"inference_threshold must lie in (0, 1), got {inference_threshold}")
         if not 0.0 <= inference_min_region_fraction <= 1.0:
