@@ -120,11 +120,9 @@ def _train(cfg: Any, ctx: Any) -> int:
         return EXIT_OUTPUT
     if not ctx.is_main:
         return EXIT_OK
-    try:
-        from ..reporting import write_test_evaluation
-    except ImportError:
-        write_test_evaluation = None
-    if write_test_evaluation is not None and result.split.get("test"):
+    from ..reporting import write_test_evaluation
+
+    if result.split.get("test"):
         write_test_evaluation(result, cfg)
     print(f"best model: {result.best_model_dir} (val Dice {result.best_score:.4f}, threshold {result.threshold:.2f}); "
           f"run folder {result.run_dir}")

@@ -23,8 +23,8 @@ from .distributed import Distributed
 
 def use_channels_last(requested: bool, device: torch.device, dtype: torch.dtype | None) -> bool:
     """channels_last speeds up fp32 CPU and CUDA convolutions, but PyTorch's CPU GroupNorm backward is
-    ~7x slower on channels_last bf16 tensors than on NCHW ones, so bf16 training on the CPU stays NCHW
-    (a whole step at batch 8: 0.94 vs 1.08 s; benchmarks/results.md). MPS lacks some kernels for it."""
+    much slower on channels_last bf16 tensors than on NCHW ones, so bf16 training on the CPU stays NCHW
+    (the benchmarks' training section compares the two). MPS lacks some kernels for it."""
     return requested and device.type != "mps" and not (device.type == "cpu" and dtype == torch.bfloat16)
 
 

@@ -23,6 +23,7 @@ from ..models.encoders import default_encoder_weights
 from ..losses import get_loss
 from ..models import DSAttentionUNet
 from ..utils.atomic import atomic_write_text
+from ..utils.devices import resolve_device
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
 from .distributed import Distributed
@@ -55,15 +56,8 @@ class RunResult:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return torch.device(name)
+    """The training device for ``--device`` (the library's one resolver; ValueError when unavailable)."""
+    return resolve_device(name)
 
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
