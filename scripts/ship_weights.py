@@ -124,8 +124,8 @@ def recipe_summary(cfg: dict) -> str:
 
 
 def render_card(recipe: Path, weights: Path) -> None:
-    """weights/README.md from the recipe folder's committed outputs (python -m lesionseg.model_card)."""
-    subprocess.run([sys.executable, "-m", "lesionseg.model_card", "--recipe", str(recipe.relative_to(ROOT)),
+    """weights/README.md from the recipe folder's committed outputs (scripts/model_card.py)."""
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "model_card.py"), "--recipe", str(recipe.relative_to(ROOT)),
                     "--weights", str(weights)], check=True, cwd=ROOT)
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from lesionseg.inference.weights import load_model
-from lesionseg.model_card import render
 from lesionseg.training.thresholds import choose_joint_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # release tooling lives beside ship_weights.py
+from model_card import render  # noqa: E402
 WEIGHTS = ROOT / "weights"
 RECIPE = ROOT / "configs" / "isic2017_256"
 N_GUARD = 40
@@ -64,7 +65,7 @@ def test_held_out_ids_are_committed_and_disjoint_from_training() -> None:
 
 def test_model_card_numbers_come_from_committed_evaluate_output() -> None:
     card = (WEIGHTS / "README.md").read_text()
-    assert card == render(RECIPE.relative_to(ROOT), WEIGHTS), "re-run: python -m lesionseg.model_card"
+    assert card == render(RECIPE.relative_to(ROOT), WEIGHTS), "re-run: python scripts/model_card.py"
     result = json.loads((RECIPE / "eval_test.json").read_text())
     assert f"{result['dice_mean']:.4f}" in card and f"{result['failure_rate']:.4f}" in card
     for key in ("pipeline_tag: image-segmentation", "library_name: lesionseg", "license:", "datasets:",

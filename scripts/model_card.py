@@ -1,7 +1,7 @@
 """Render ``weights/README.md`` (the model card) from the recipe folder's committed outputs.
 
 Every number comes from files written by ``lesionseg evaluate`` / ``lesionseg train``, never typed
-by hand: ``python -m lesionseg.model_card --recipe configs/isic2017_256 --weights weights``.
+by hand: ``python scripts/model_card.py --recipe configs/isic2017_256 --weights weights``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .utils.atomic import atomic_write_text
+from lesionseg.utils.atomic import atomic_write_text
 
 ROWS = [("Dice", "dice_mean", "dice_std"), ("IoU (Jaccard)", "iou_mean", "iou_std"),
         ("Recall (sensitivity)", "recall_mean", "recall_std"), ("Precision", "precision_mean", "precision_std"),
