@@ -201,3 +201,21 @@ def test_mobilenet_model_exports_to_onnx_and_predicts_through_it(tmp_path: Path)
     onnx = Predictor.from_weights(tmp_path / "w", device="cpu", backend="onnx").predict(img)
     exact = Predictor.from_weights(tmp_path / "w", device="cpu", fast=False).predict(img)
     assert np.abs(onnx.prob - exact.prob).max() < 1e-3
+
+
+def test_fast_path_keeps_a_batchnorm_encoder_in_fp32() -> None:
+    from lesionseg.inference.cpu.bf16 import FrozenBF16Runner
+
+    torch.manual_seed(0)
+    mbv2 = DSAttentionUNet(**MBV2).eval()
+    runner = FrozenBF16Runner(mbv2, 64)
+    assert runner.fp32_encoder and runner.name.startswith("fp32 encoder")
+    assert all(p.dtype == torch.float32 for p in runner.eager.encoder.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in runner.eager.decoder.parameters())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = mbv2(x)
+    assert runner(x).dtype == torch.float32 and (runner(x) - ref).abs().max() < 0.1
+    assert all(p.dtype == torch.float32 for p in mbv2.parameters())  # the caller's model is untouched
+    unet = FrozenBF16Runner(DSAttentionUNet(encoder_channels=[8, 16, 32, 64], inference_img_size=64).eval(), 64)
+    assert not unet.fp32_encoder

@@ -35,6 +35,26 @@ def cpu_bf16_supported() -> bool:
     return bool(check and check())
 
 
+class Fp32Encoder(torch.nn.Module):
+    """Runs an encoder in fp32 inside the bf16 model: (B, 3, S, S) bf16 -> its features in bf16.
+
+    A pretrained encoder's inverted-residual stream (BatchNorm folded into its convolutions, linear
+    bottlenecks added block after block) loses too much when every block is rounded to bf16: masks
+    then drift from fp32 on images unlike the training data. In fp32 the encoder stays exact while
+    the decoder, where the full-resolution work is, keeps the bf16 speed."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder.float().to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [f.to(torch.bfloat16) for f in self.encoder(x.float())]
+
+
+def _has_batchnorm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 class FrozenBF16Runner:
     """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits, computed in bf16.
 
@@ -48,12 +68,16 @@ class FrozenBF16Runner:
     def __init__(self, model: torch.nn.Module, img_size: int, int8: bool = False):
         self.size = int(img_size)
         self.eager = copy.deepcopy(model).eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
+        encoder = getattr(self.eager, "encoder", None)
+        self.fp32_encoder = encoder is not None and _has_batchnorm(encoder)
+        if self.fp32_encoder:
+            self.eager.encoder = Fp32Encoder(copy.deepcopy(model.encoder).eval())
         self.gates_swapped = use_channels_first_gates(self.eager)
         self.resampling_swapped = use_fast_resampling(self.eager)
         # int8 only where the CPU has int8 dot products: without them oneDNN's int8 kernels have no
         # faster instructions to use than bf16's
         self.int8_convs = use_int8_convs(self.eager) if int8 and cpu_int8_supported() else 0
-        self.name = "bf16 + int8" if self.int8_convs else "bf16"
+        self.name = ("fp32 encoder + " if self.fp32_encoder else "") + ("bf16 + int8" if self.int8_convs else "bf16")
         self.side_by_side = True
         self._frozen: torch.jit.ScriptModule | None = None
         self._tried = False
