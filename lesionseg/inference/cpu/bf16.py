@@ -76,7 +76,10 @@ class FrozenBF16Runner:
         self.resampling_swapped = use_fast_resampling(self.eager)
         # int8 only where the CPU has int8 dot products: without them oneDNN's int8 kernels have no
         # faster instructions to use than bf16's
-        self.int8_convs = use_int8_convs(self.eager) if int8 and cpu_int8_supported() else 0
+        # nor beside an fp32 encoder: the decoder's low-resolution convolutions are then too small a
+        # share of the work for int8 to pay for its quantisation, and it adds drift from fp32
+        use_int8 = int8 and cpu_int8_supported() and not self.fp32_encoder
+        self.int8_convs = use_int8_convs(self.eager) if use_int8 else 0
         self.name = ("fp32 encoder + " if self.fp32_encoder else "") + ("bf16 + int8" if self.int8_convs else "bf16")
         self.side_by_side = True
         self._frozen: torch.jit.ScriptModule | None = None
