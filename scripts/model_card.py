@@ -160,6 +160,8 @@ def render(recipe: Path, weights: Path) -> str:
     points_file = _read(recipe / "operating_points.json") or {}
     ext_at = points_file.get("external_at_chosen")
     pretrained = config.get("encoder_name", "unet") == "mobilenet_v2"
+    pretrained_note = ("; a pretrained (BatchNorm) encoder runs in fp32, and beside it the default path now "
+                       "leaves int8 off, so for this model the bf16-only column is the default" if pretrained else "")
     th = config["inference_threshold"]
     chosen = next((p for p in config.get("inference_operating_points", []) if abs(p["threshold"] - th) < 1e-9), None)
     n_params = run.get("parameters")
@@ -221,9 +223,9 @@ Epochs: {run.get('epochs', '?')}; wall time {run.get('wall_minutes', '?')} min o
 
 Per-image mean ± SD at each mask's own resolution, default threshold, computed by
 `lesionseg evaluate` (outputs committed as `{recipe.as_posix()}/eval_*.json`). The first column is
-the default path: on a CPU, bf16 where it has bf16 instructions, with the 3x3 convolutions below full
-resolution in int8 where it has int8 dot products (the operating points below were measured on the
-bf16 path). The bf16-only and exact fp32 columns show how much of a difference that makes: images
+the CPU fast path as evaluated: bf16 where the CPU has bf16 instructions, with the 3x3 convolutions
+below full resolution in int8 where it has int8 dot products{pretrained_note}. The bf16-only and exact
+fp32 columns show how much of a difference that makes: images
 whose IoU lies right at the 0.65 failure line, or with a second region near the clean-up's 10%
 cut-off, can flip between them.
 
