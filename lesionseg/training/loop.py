@@ -34,10 +34,10 @@ from .thresholds import tune_threshold
 
 log = logging.getLogger(__name__)
 DEBUG_PAIRS = 48
-RANK_SEED_STRIDE = 100_003
+RANK_SEED_STRIDE = 100_003  # per-process augmentation / dropout seeds: epoch seed + stride x rank
 EXTERNAL_COLUMNS = (("dice", "dice_mean"), ("iou", "iou_mean"), ("recall", "recall_mean"),
                     ("precision", "precision_mean"), ("thresholded_jaccard", "thresholded_jaccard"),
-                    ("failure_rate", "failure_rate"))  # per-process augmentation / dropout seeds: epoch seed + stride x rank
+                    ("failure_rate", "failure_rate"))
 
 __all__ = ["RunResult", "fit", "pick_device", "predict_probs", "resume_config", "validation_metrics"]
 
@@ -194,7 +194,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
                           shuffle=False, num_workers=0)
 
     shard_loader = shard_of(val_ds)
-    ext_loader = None
+    ext_ds, ext_loader = None, None
     if cfg.external_dir:
         ext_ds = LesionDataset(collect_pairs(*resolve_data_dir(cfg.external_dir), cfg.mask_suffix), cfg.img_size,
                                None, mean, std)
@@ -297,8 +297,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         batch_log.close()
 
     # ---- operating points: rank 0 tunes the threshold for recall on the validation part ----
-    ext_full = DataLoader(ext_loader.dataset.dataset if ctx.enabled else ext_loader.dataset, batch_size=val_batch,
-                          shuffle=False, num_workers=0) if ext_loader is not None else None
+    ext_full = DataLoader(ext_ds, batch_size=val_batch, shuffle=False, num_workers=0) if ext_ds is not None else None
     chosen, points = tune_threshold(models_dir, model_kwargs, val_loader, rt, cfg.recall_target, logs_dir,
                                     ext_full, cfg.external_recall_target) if main else (None, None)
     chosen, points = ctx.broadcast((chosen, points))  # the other processes wait here
