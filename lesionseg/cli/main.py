@@ -11,7 +11,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from .common import EXIT_INTERRUPTED, pixel_limit
 
-COMMANDS = ["train", "evaluate", "predict", "inference", "export"]
+COMMANDS = ["train", "evaluate", "predict", "inference", "export", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
