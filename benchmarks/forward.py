@@ -15,6 +15,7 @@ import torch
 
 from lesionseg.data.transforms import normalize, resize_rgb
 from lesionseg.inference import Predictor, load_model
+from lesionseg.inference.cpu import FrozenBF16Runner, cpu_bf16_supported
 
 from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_interleaved
 
@@ -92,7 +93,7 @@ def forward_section(settings: Settings) -> dict[str, Any]:
         ("fp32 eager NCHW (baseline, research code)", _predictor_fn(base), {}),
         ("fp32 eager channels_last", _eager(model, True, False), {}),
     ]
-    bf16 = ours.fast or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    bf16 = cpu_bf16_supported()
     if bf16:
         candidates.append(("bf16 autocast + channels_last", _eager(model, True, True), {}))
         candidates.append(("bf16 weights + channels_last, eager", _bf16_weights(model), {}))
@@ -141,7 +142,10 @@ def describe(pred: Predictor) -> str:
         return "fp32 eager"
     if pred.int8:
         return "bf16 weights + channels_last + int8 convolutions below full resolution, TorchScript-frozen"
-    return "bf16 weights + channels_last, TorchScript-frozen"
+    if isinstance(pred.runner, FrozenBF16Runner):
+        encoder = "fp32 encoder + " if pred.runner.fp32_encoder else ""
+        return f"{encoder}bf16 weights + channels_last, TorchScript-frozen"
+    return "fp32 + channels_last, TorchScript-frozen"
 
 
 def peak_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:

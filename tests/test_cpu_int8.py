@@ -20,7 +20,7 @@ from lesionseg.models import DSAttentionUNet  # noqa: E402
 
 CL = torch.channels_last
 needs_int8 = pytest.mark.skipif(not cpu_int8_supported(),
-                                reason="this CPU has no int8 dot products (torch.cpu reports no VNNI / AMX)")
+                                reason="no int8 dot products here (no VNNI / AMX, or capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA)")
 SMALL = dict(encoder_channels=[16, 32, 64, 128], decoder_channels=[64, 32, 16], inference_img_size=64)
 
 

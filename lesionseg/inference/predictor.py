@@ -22,7 +22,7 @@ from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
 from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
 from ..utils.devices import resolve_device
-from .cpu import FrozenBF16Runner
+from .cpu import FrozenRunner
 from .prediction import Prediction, check_threshold
 from .runners import make_runner
 from .weights import load_model, local_weights_folder
@@ -102,8 +102,8 @@ class Predictor:
 
     @property
     def fast(self) -> bool:
-        """True when the runner is the CPU's bf16 fast path."""
-        return isinstance(self.runner, FrozenBF16Runner)
+        """True when the runner is one of the CPU's fast paths (bf16 or fp32, frozen channels_last)."""
+        return isinstance(self.runner, FrozenRunner)
 
     @property
     def int8(self) -> bool:

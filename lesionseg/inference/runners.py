@@ -5,7 +5,9 @@
 
 - ``torch`` on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
   frozen trace, int8 convolutions below full resolution where the CPU has int8 dot products);
-- ``torch`` elsewhere, or with ``fast=False``: :class:`EagerRunner`, the model as loaded (fp32).
+- ``torch`` on any other CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA):
+  :class:`~.cpu.FrozenFp32Runner` (exact fp32, channels_last, frozen trace);
+- ``torch`` with ``fast=False``, or on a GPU: :class:`EagerRunner`, the model as loaded (fp32).
   On a GPU this is the fast path: the model is bound by GroupNorm and kernel launches there, which
   bf16 and channels_last do not shorten (benchmarks/ section 7);
 - ``onnx``: :class:`OnnxBackend`, ONNX Runtime on the CPU (fp32).
@@ -17,7 +19,7 @@ from typing import Protocol
 
 import torch
 
-from .cpu import FrozenBF16Runner, cpu_bf16_supported
+from .cpu import FrozenBF16Runner, FrozenFp32Runner, cpu_bf16_supported
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +68,15 @@ class OnnxBackend:
 def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "torch", fast: bool = True,
                 int8: bool = True, onnx_folder: str | None = None) -> Runner:
     """The runner for ``model`` (already on ``device``, eval mode); ValueError for an unknown backend
-    or ONNX on a non-CPU device. ``fast=False`` keeps exact fp32 on the CPU; ``int8=False`` keeps
-    the CPU fast path in bf16 throughout."""
+    or ONNX on a non-CPU device. ``fast=False`` keeps the eager fp32 model on the CPU; ``int8=False``
+    keeps the bf16 fast path in bf16 throughout."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "onnx":
         if device.type != "cpu":
             raise ValueError(f"backend 'onnx' runs on the CPU only, not on {device}")
         return OnnxBackend(model, onnx_folder)
-    if fast and device.type == "cpu" and cpu_bf16_supported():
-        return FrozenBF16Runner(model, int(getattr(model, "inference_img_size", 256)), int8=int8)
-    return EagerRunner(model, device)
+    if not fast or device.type != "cpu":
+        return EagerRunner(model, device)
+    size = int(getattr(model, "inference_img_size", 256))
+    return FrozenBF16Runner(model, size, int8=int8) if cpu_bf16_supported() else FrozenFp32Runner(model, size)

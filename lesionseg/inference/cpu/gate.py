@@ -1,4 +1,4 @@
-"""Attention gates recomputed for the CPU bf16 channels_last path: same weights, same function.
+"""Attention gates recomputed for the CPU channels_last paths (bf16 and fp32): same weights, same function.
 
 Two PyTorch CPU kernels are slow on exactly the shapes the full-resolution gate produces:
 

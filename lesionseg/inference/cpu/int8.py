@@ -29,6 +29,8 @@ import warnings
 import torch
 from torch import nn
 
+from .capability import cpu_int8_dot_supported
+
 log = logging.getLogger(__name__)
 
 with warnings.catch_warnings():
@@ -94,13 +96,13 @@ _LIB = _register()
 
 @functools.lru_cache(maxsize=1)
 def cpu_int8_supported() -> bool:
-    """True where this CPU has int8 dot products (VNNI or AMX) and this torch has oneDNN's quantised conv."""
+    """True where this CPU has int8 dot products (VNNI or AMX) usable by this process's kernels (see
+    capability.py) and this torch has oneDNN's quantised conv."""
     ops = getattr(torch.ops, "onednn", None)
     if not (torch.backends.mkldnn.is_available() and hasattr(ops, "qconv_prepack")
             and hasattr(ops, "qconv2d_pointwise")):
         return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if check is not None)
+    return cpu_int8_dot_supported()
 
 
 def _computable(conv: nn.Conv2d) -> bool:

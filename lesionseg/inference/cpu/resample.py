@@ -1,4 +1,4 @@
-"""Upsampling and pooling recomputed for the CPU bf16 channels_last path: same function, no weights.
+"""Upsampling and pooling recomputed for the CPU channels_last paths (bf16 and fp32): same function, no weights.
 
 PyTorch's CPU kernels for both vectorise over channels, and the finest decoder/encoder levels have
 fewer channels than one 512-bit vector of bf16 holds (``benchmarks/`` section 1 gives the
