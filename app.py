@@ -123,8 +123,11 @@ def create_demo(predictor, config: LaunchConfig):
                 gr.Markdown(model_card_markdown(config.weights, config.revision), elem_id="model-card")
 
         # single image: result on upload / paste / example, no extra click
+        # the plain outline first; with --tta the flipped views follow in a second step
         image.change(h.segment, [image, threshold, mm], [state, ov, mask, prob, unc, meas, status, files],
                      api_name="segment", trigger_mode="always_last").then(
+            h.tta, [state, threshold, mm], [state, ov, mask, prob, unc, meas, status], api_name="tta",
+            show_progress="hidden").then(
             handlers.downloads, [state, threshold, mm], files, api_name="downloads", show_progress="hidden")
         # threshold: re-cut the kept probability map (state + threshold in, no model call)
         gr.on([threshold.release, mm.submit, mm.blur], handlers.rethreshold, [state, threshold, mm],

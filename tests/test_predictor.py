@@ -158,6 +158,19 @@ def test_tta_averages_flips_and_gives_uncertainty(predictor: Predictor) -> None:
     assert big.uncertainty.shape == (201, 133)
 
 
+def test_add_tta_to_a_plain_prediction_equals_predicting_with_tta(predictor: Predictor) -> None:
+    img, _ = disc_image(np.random.default_rng(9), 150, 210)
+    plain = predictor.predict(img, tta=False, threshold=0.4)
+    assert plain.uncertainty is None
+    calls = predictor.calls
+    added = predictor.add_tta(img, plain)
+    assert predictor.calls == calls + 1  # the three flipped views in one call
+    full = predictor.predict(img, tta=True, threshold=0.4)
+    np.testing.assert_allclose(added.prob, full.prob, atol=1e-5)
+    np.testing.assert_allclose(added.uncertainty, full.uncertainty, atol=1e-5)
+    assert added.threshold == 0.4 and added.size == (150, 210) and np.array_equal(added.mask, full.mask)
+
+
 def test_batch_equals_single(predictor: Predictor) -> None:
     rng = np.random.default_rng(6)
     imgs = [disc_image(rng, h, w)[0] for h, w in [(60, 80), (100, 50), (48, 48)]]

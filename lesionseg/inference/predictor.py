@@ -158,6 +158,22 @@ class Predictor:
                 out.append(Prediction(probs[j], size, t, self.cleanup, uncs[j] if uncs is not None else None))
         return out
 
+    def add_tta(self, rgb: np.ndarray, plain: Prediction) -> Prediction:
+        """The flip-TTA prediction of ``rgb`` from its plain (un-flipped) prediction ``plain``: one
+        batched call for the three flipped views, averaged with the kept one. Equals
+        ``predict(rgb, tta=True)`` at ``plain``'s size and threshold, so a first outline can be
+        shown before the extra views are computed.
+
+        rgb: (H, W, 3) uint8, the photo as given to the plain prediction (any size: it is resized).
+        """
+        x = torch.from_numpy(normalize(resize_rgb(as_rgb_uint8(rgb), self.img_size), self.mean, self.std)[None])
+        flips = TTA_FLIPS[1:]
+        out = self._forward(torch.cat([x.flip(d) for d in flips]))  # (3, S, S)
+        stack = torch.stack([torch.from_numpy(np.asarray(plain.lowres, dtype=np.float32))]
+                            + [out[i].flip(d) for i, d in enumerate(flips)])
+        prob, unc = stack.mean(0).numpy(), (stack.amax(0) - stack.amin(0)).numpy()
+        return Prediction(prob, plain.size, plain.threshold, plain.cleanup, unc)
+
     def predict(self, rgb: np.ndarray, threshold: float | None = None, tta: bool | None = None) -> Prediction:
         """One image (H, W, 3) uint8 -> :class:`Prediction` at (H, W)."""
         return self.predict_batch([rgb], threshold=threshold, tta=tta)[0]

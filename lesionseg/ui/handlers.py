@@ -95,13 +95,17 @@ class Handlers:
         self.presets = operating_points.presets(predictor.operating_points, predictor.threshold)
 
     def segment(self, image_path: str | None, threshold: float, mm_per_px: float | None):
-        """New photo -> (state, overlay, mask, probability, uncertainty, measurements, status, downloads)."""
+        """New photo -> (state, overlay, mask, probability, uncertainty, measurements, status, downloads).
+
+        Always the plain (one-view) result, so the first outline never waits for the flip-TTA
+        views; :meth:`tta` adds them next where the predictor has TTA on.
+        """
         empty = (None, None, None, None, None, "", "", None)
         if not image_path:
             return empty
         name = Path(image_path).name
         try:
-            result = session.segment_file(self.predictor, image_path, name=name)
+            result = session.segment_file(self.predictor, image_path, name=name, tta=False)
             views, meas = session.first_outputs(result, threshold, _mm(mm_per_px))
         except ImageLoadError as e:
             return (*empty[:6], _warn(public_message(e, name)), None)
@@ -109,10 +113,29 @@ class Handlers:
             log.exception("segmentation failed for %s", name)
             msg = public_message(e, name).replace(str(image_path), name)
             return (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {msg})"), None)
-        h, w = result.full_size
-        status = f"**{name}** — {w}×{h} px" + (" · flip TTA" if self.predictor.tta else "")
+        status = self._status(result) + (" · adding flip TTA views…" if self.predictor.tta else "")
         return (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
                 format_measurements(meas), status, None)
+
+    def tta(self, result: session.ImageResult | None, threshold: float, mm_per_px: float | None):
+        """Kept plain result -> the same outputs as :meth:`segment` but the downloads, with the
+        flip-TTA views added (averaged probability, uncertainty). Skips every output where TTA is
+        off, there is no result, or it already has them."""
+        if not self.predictor.tta or result is None or result.has_tta:
+            return (gr.skip(),) * 7
+        try:
+            result = session.add_tta(self.predictor, result)
+            views, meas = session.first_outputs(result, threshold, _mm(mm_per_px))
+        except (ValueError, MemoryError) as e:
+            log.exception("flip TTA failed for %s", result.name)
+            return (*(gr.skip(),) * 6, _warn(f"{result.name}: flip TTA views could not be added ({e})"))
+        return (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
+                format_measurements(meas), self._status(result))
+
+    @staticmethod
+    def _status(result: session.ImageResult) -> str:
+        h, w = result.full_size
+        return f"**{result.name}** — {w}×{h} px" + (" · flip TTA" if result.has_tta else "")
 
     def apply_preset(self, preset: str | None) -> Any:
         """Preset name -> slider value (unchanged for an unknown name)."""

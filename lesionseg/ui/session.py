@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..data.io import ImageLoadError, load_image
+from ..data.transforms import resize_rgb
 from ..inference.outputs import overlay, save_png
 from ..inference.prediction import Prediction
 from ..inference.predictor import Predictor
@@ -32,7 +33,8 @@ class ImageResult:
 
     prediction: at the photo's full upright size (H, W); display: the photo at screen size
     (h, w, 3) uint8; path: the photo file, read again at full resolution only for the overlay
-    download when it was decoded at a reduced scale.
+    download when it was decoded at a reduced scale; model_input: the photo at the model's
+    resolution (S, S, 3) uint8, kept so the flip-TTA views can be added later without decoding again.
     """
 
     name: str
@@ -40,6 +42,11 @@ class ImageResult:
     display: np.ndarray
     operating_points: list[dict]
     path: str | None = None
+    model_input: np.ndarray | None = None
+
+    @property
+    def has_tta(self) -> bool:
+        return self.prediction.lowres_uncertainty is not None
 
     @property
     def full_size(self) -> tuple[int, int]:
@@ -57,7 +64,16 @@ def segment_file(predictor: Predictor, path: str | os.PathLike, name: str | None
     or too large file."""
     rgb, pred = predictor.predict_file(path, tta=tta)
     display = resize_rgb_to(rgb, fit_size(*pred.size, DISPLAY_MAX_SIDE))
-    return ImageResult(name or Path(path).name, pred, display, list(predictor.operating_points), str(path))
+    return ImageResult(name or Path(path).name, pred, display, list(predictor.operating_points), str(path),
+                       resize_rgb(rgb, predictor.img_size))
+
+
+def add_tta(predictor: Predictor, result: ImageResult) -> ImageResult:
+    """``result`` with its prediction replaced by the flip-TTA one (three more views in one model
+    call, see :meth:`Predictor.add_tta`); unchanged when it already has TTA or kept no model input."""
+    if result.has_tta or result.model_input is None:
+        return result
+    return replace(result, prediction=predictor.add_tta(result.model_input, result.prediction))
 
 
 def measurements(result: ImageResult, threshold: float, mm_per_px: float | None = None) -> dict:
