@@ -23,17 +23,19 @@ if _INDUCTOR_CACHE:
 
 import torch  # noqa: E402
 
-from .common import DEFAULT_DATA, DEFAULT_WEIGHTS, Settings, machine_info  # noqa: E402
+from .common import DEFAULT_DATA, DEFAULT_WEIGHTS, Settings, default_output, machine_info  # noqa: E402
 
 log = logging.getLogger("benchmarks")
-SECTIONS = ("forward", "forward_alloc", "peak", "peers", "e2e", "throughput", "training", "gpu")
+SECTIONS = ("forward", "forward_alloc", "photo", "peak", "peers", "e2e", "throughput", "training", "gpu")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a few iterations per figure (CI smoke run)")
-    ap.add_argument("--output", type=Path, default=Path(__file__).with_name("results.md"),
-                    help="Markdown results file (default benchmarks/results.md); a .json twin is written beside it")
+    ap.add_argument("--output", type=Path, default=default_output(),
+                    help="Markdown results file (default benchmarks/results.md, or results_avx2.md where torch's "
+                         "kernels are capped below AVX-512, e.g. ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2); "
+                         "a .json twin is written beside it")
     ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights folder (default weights/)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISIC folder with images/ and masks/")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
@@ -59,7 +61,7 @@ def run(settings: Settings) -> dict[str, Any]:
     """Every section, in order; returns the results dict the report renders."""
     from .allocator import allocator_neutral_section
     from .e2e import e2e_section, throughput_section
-    from .forward import forward_section, peak_section, peers_section
+    from .forward import forward_section, peak_section, peers_section, photo_section
     from .gpu import gpu_section
     from .training import training_section
 
@@ -70,6 +72,7 @@ def run(settings: Settings) -> dict[str, Any]:
     if res["forward"].get("failed"):
         raise SystemExit("the forward section failed; nothing else is meaningful without the model")
     res["forward_alloc"] = _guarded("forward_alloc", lambda: allocator_neutral_section(settings), notes)
+    res["photo"] = _guarded("photo", lambda: photo_section(settings), notes)
     res["peak"] = _guarded("peak", lambda: peak_section(settings, res["forward"]), notes)
     res["peers"] = _guarded("peers", lambda: peers_section(settings, res["forward"]), notes)
     res["e2e"] = _guarded("e2e", lambda: e2e_section(settings), notes)

@@ -13,6 +13,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lesionseg.inference.cpu import capability as cpu_capability
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256"
 DEFAULT_WEIGHTS = ROOT / "weights"
@@ -79,11 +81,25 @@ def machine_info(settings: Settings) -> dict[str, Any]:
         "torch": torch.__version__,
         "onnxruntime": ort_version,
         "threads": settings.threads,
-        "bf16_autocast": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
+        "capability": cpu_capability.describe(),
+        "isa_caps": isa_caps() or "none",
         "cuda": torch.cuda.is_available(),
         "quick": settings.quick,
         "other_load": other_load(),
     }
+
+
+def isa_caps() -> str:
+    """The ISA caps set for this process (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), "" where none."""
+    return " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+                    if os.environ.get(k))
+
+
+def default_output() -> Path:
+    """benchmarks/results.md, or results_avx2.md where torch's kernels are capped below AVX-512
+    (e.g. ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 machine, or an AVX2-only CPU)."""
+    capped = not cpu_capability.torch_capability().startswith("AVX512")
+    return Path(__file__).with_name("results_avx2.md" if capped else "results.md")
 
 
 def other_load() -> str:

@@ -155,10 +155,32 @@ def test_benchmarks_quick_writes_every_section(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     for heading in ["## Machine", "## Targets", "## 1. Model forward", "### 1b. Allocator-neutral", "## 2. FLOPs", "## 3. Peers",
-                    "## 4. End to end", "## 5. Batch", "## 6. Training step", "## 7. GPU"]:
+                    "## 4. End to end", "## 5. Batch", "## 6. Training step", "## 7. GPU",
+                    "### 1c. One 1024x768 photo", "## 8. Native and AVX2 side by side"]:
         assert heading in text, heading
     assert "- section " not in text, text.split("## Notes")[-1]  # no section failed
     assert out.with_suffix(".json").is_file()
+    assert "| capability | torch " in text and "one 1024x768 photo (Predictor.predict + mask)" in text
+
+
+def test_side_by_side_reads_the_other_cpu_class(tmp_path: Path) -> None:
+    import json
+
+    from benchmarks.classes import side_by_side
+
+    res = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    res["machine"]["capability"] = "torch AVX512, oneDNN cap none, bf16 yes, int8 dot yes"
+    assert "Not shown: no results_avx2.json" in "\n".join(side_by_side(res, tmp_path))
+    avx2 = json.loads(json.dumps(res))
+    avx2["machine"]["capability"] = "torch AVX2, oneDNN cap AVX2, bf16 no, int8 dot no"
+    avx2["forward"]["rows"][-1]["median_ms"] = 123.4
+    (tmp_path / "results_avx2.json").write_text(json.dumps(avx2))
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    for run in (res, avx2):  # either report shows native first, AVX2 second
+        lines = side_by_side(run, tmp_path)
+        assert "native: torch AVX512" in lines[2] and "AVX2: torch AVX2" in lines[2]
+        forward = next(line for line in lines if line.startswith("| forward 256x256"))
+        assert forward.split(" | ")[2].startswith("123.4 vs") and not forward.split(" | ")[1].startswith("123.4")
 
 
 def test_allocator_neutral_child_keeps_freed_memory_and_the_report_judges_it() -> None:
@@ -168,6 +190,7 @@ def test_allocator_neutral_child_keeps_freed_memory_and_the_report_judges_it() -
 
     from benchmarks.allocator import allocator_neutral_section
     from benchmarks.common import Settings
+    from benchmarks.forward import describe
     from benchmarks.report import render, targets
 
     fa = allocator_neutral_section(Settings(quick=True))
