@@ -65,7 +65,7 @@ def machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    from lesionseg.inference.cpu.capability import describe
+    from lesionseg.utils.cpu_isa import describe
 
     return (f"{platform.system()} {platform.machine()}, {cpu or 'unknown CPU'}, {os.cpu_count()} logical cores, "
             f"{mem_s}, GPU: {gpu}; CPU capability: {describe()}; load average at start (1/5/15 min): {load}; "

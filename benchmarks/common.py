@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from lesionseg.inference.cpu import capability as cpu_capability
+from lesionseg.utils import cpu_isa as cpu_capability
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256"

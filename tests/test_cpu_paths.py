@@ -19,7 +19,8 @@ import torch  # noqa: E402
 
 from lesionseg.data.io import load_image  # noqa: E402
 from lesionseg.inference import Predictor, load_model  # noqa: E402
-from lesionseg.inference.cpu import FrozenFp32Runner, capability  # noqa: E402
+from lesionseg.inference.cpu import FrozenFp32Runner  # noqa: E402
+from lesionseg.utils import cpu_isa as capability  # noqa: E402
 from lesionseg.metrics import image_metrics  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 
@@ -32,11 +33,14 @@ SMALL = dict(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inf
 CHILD = """
 import json, torch
 from lesionseg.inference import Predictor
-from lesionseg.inference.cpu import capability, cpu_int8_supported
+from lesionseg.inference.cpu import cpu_int8_supported
+from lesionseg.utils import cpu_isa as capability
 from lesionseg.models import DSAttentionUNet
+from lesionseg.training.loop import autocast_dtype
 m = DSAttentionUNet(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64).eval()
 print(json.dumps({"torch": capability.torch_capability(), "bf16": capability.cpu_bf16_supported(),
-                  "int8": cpu_int8_supported(), "runner": type(Predictor(m).runner).__name__}))
+                  "int8": cpu_int8_supported(), "runner": type(Predictor(m).runner).__name__,
+                  "amp": str(autocast_dtype(torch.device("cpu"), True))}))
 """
 
 
@@ -50,10 +54,10 @@ def _child(**env: str) -> dict:
 
 @pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "avx2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"},
                                  {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}])
-def test_an_isa_cap_below_bf16_gives_the_fp32_fast_path(env: dict[str, str]) -> None:
+def test_an_isa_cap_below_bf16_gives_the_fp32_paths(env: dict[str, str]) -> None:
     got = _child(**env)
     assert not got["bf16"] and not got["int8"]
-    assert got["runner"] == "FrozenFp32Runner"
+    assert got["runner"] == "FrozenFp32Runner" and got["amp"] == "None"  # no emulated bf16 in training either
     if "ATEN_CPU_CAPABILITY" in env:
         assert got["torch"] == "AVX2"
 
@@ -63,6 +67,7 @@ def test_without_caps_the_path_follows_the_chip() -> None:
     chip_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     assert got["bf16"] == (chip_bf16 and got["torch"].startswith("AVX512"))
     assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else "FrozenFp32Runner")
+    assert got["amp"] == ("torch.bfloat16" if got["bf16"] else "None")
 
 
 @pytest.mark.parametrize("cap,isa,allowed", [("AVX2", "AVX512_CORE_BF16", False), ("avx2", "AVX2", True),

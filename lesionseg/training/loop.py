@@ -23,6 +23,7 @@ from ..models.encoders import default_encoder_weights
 from ..losses import get_loss
 from ..models import DSAttentionUNet
 from ..utils.atomic import atomic_write_text
+from ..utils.cpu_isa import cpu_bf16_supported
 from ..utils.devices import resolve_device
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
@@ -61,11 +62,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 on CPUs that support it and on recent GPUs; fp16 (with a scaler) on older GPUs."""
+    """bf16 on CPUs where it is native and on recent GPUs; fp16 (with a scaler) on older GPUs; None
+    (fp32) elsewhere: on an AVX2 CPU bf16 is emulated, slower than fp32 (see lesionseg.utils.cpu_isa)."""
     if not amp:
         return None
     if device.type == "cpu":
-        return torch.bfloat16
+        return torch.bfloat16 if cpu_bf16_supported() else None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None

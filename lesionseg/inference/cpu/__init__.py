@@ -1,4 +1,4 @@
-"""The CPU fast paths, chosen per CPU capability (:mod:`.capability`, which follows the ISA caps
+"""The CPU fast paths, chosen per CPU capability (:mod:`lesionseg.utils.cpu_isa`, which follows the ISA caps
 ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA): where bf16 is native, the model held in bf16 (:mod:`.bf16`);
 elsewhere in exact fp32 (:mod:`.fp32`); both channels_last and frozen by TorchScript (:mod:`.frozen`),
 with module rewrites for the shapes PyTorch's CPU kernels handle poorly: attention gates computed
@@ -6,7 +6,7 @@ channels-first (:mod:`.gate`), narrow upsampling and pooling as row-wise calls (
 and, on the bf16 path, int8 convolutions below full resolution (:mod:`.int8`). Each rewrite finds
 its targets by type (:func:`.swap.swap_modules`) and keeps the model's function and weights."""
 from .bf16 import FrozenBF16Runner
-from .capability import cpu_bf16_supported, describe
+from ...utils.cpu_isa import cpu_bf16_supported, describe
 from .fp32 import FrozenFp32Runner
 from .frozen import FrozenRunner
 from .int8 import cpu_int8_supported

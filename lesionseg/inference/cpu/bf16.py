@@ -13,7 +13,7 @@ import copy
 
 import torch
 
-from .capability import cpu_bf16_supported
+from ...utils.cpu_isa import cpu_bf16_supported
 from .frozen import FrozenRunner
 from .gate import use_channels_first_gates
 from .int8 import cpu_int8_supported, use_int8_convs

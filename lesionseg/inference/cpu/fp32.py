@@ -1,4 +1,4 @@
-"""The CPU fast path where bf16 is not native (AVX2-class CPUs, or with the ISA caps of capability.py).
+"""The CPU fast path where bf16 is not native (AVX2-class CPUs, or with the ISA caps of lesionseg.utils.cpu_isa).
 
 Exact fp32 arithmetic, with what makes fp32 cheaper on such CPUs: channels_last memory (oneDNN's
 convolutions need no layout reorder per call), a frozen trace (BatchNorm folded, weights pre-packed;

@@ -29,7 +29,7 @@ import warnings
 import torch
 from torch import nn
 
-from .capability import cpu_int8_dot_supported
+from ...utils.cpu_isa import cpu_int8_dot_supported
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ _LIB = _register()
 @functools.lru_cache(maxsize=1)
 def cpu_int8_supported() -> bool:
     """True where this CPU has int8 dot products (VNNI or AMX) usable by this process's kernels (see
-    capability.py) and this torch has oneDNN's quantised conv."""
+    lesionseg.utils.cpu_isa) and this torch has oneDNN's quantised conv."""
     ops = getattr(torch.ops, "onednn", None)
     if not (torch.backends.mkldnn.is_available() and hasattr(ops, "qconv_prepack")
             and hasattr(ops, "qconv2d_pointwise")):
