@@ -90,9 +90,15 @@ def evaluate(predictor: Predictor, images_dir: str | Path, masks_dir: str | Path
 
     Raises DataError for unusable folders / ids and ImageLoadError for an undecodable file.
     """
-    t = predictor.threshold if threshold is None else float(threshold)
     # with an id list, mismatches outside it do not matter; without one, every mismatch is an error
     pairs = select_pairs(collect_pairs(images_dir, masks_dir, mask_suffix, strict=ids is None), ids)
+    return evaluate_pairs(predictor, pairs, threshold, tta, batch_size)
+
+
+def evaluate_pairs(predictor: Predictor, pairs: Sequence[Pair], threshold: float | None = None, tta: bool = False,
+                   batch_size: int = 8) -> dict:
+    """:func:`evaluate` on pairs already collected (from one folder or several)."""
+    t = predictor.threshold if threshold is None else float(threshold)
     acc = MetricAccumulator(t)
     start, last_log = time.monotonic(), time.monotonic()
     for s in range(0, len(pairs), batch_size):

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from .data.io import load_image, load_mask
-from .data.pairing import collect_pairs, resolve_data_dir
-from .evaluation import evaluate, format_table
+from .data.pairing import Pair, collect_dir_pairs, collect_pairs
+from .evaluation import evaluate_pairs, format_table, select_pairs
 from .inference.outputs import encode_png, overlay
 from .inference.predictor import Predictor
 from .metrics import METRICS
@@ -65,10 +65,11 @@ resolution.</p><table>{summary}</table><h2>Worst {len(worst)} cases</h2>{table(w
 <h2>Best {len(best)} cases</h2>{table(best)}</body></html>"""
 
 
-def write_test_report(predictor: Predictor, images_dir: Path, masks_dir: Path, ids: list[str], out_dir: Path,
-                      mask_suffix: str = "_segmentation", title: str = "lesionseg test evaluation") -> dict[str, Any]:
-    """Evaluate ``ids`` and write test_metrics.{csv,json}, best/ and worst/ panels, test_report.html."""
-    result = evaluate(predictor, images_dir, masks_dir, ids=ids, mask_suffix=mask_suffix)
+def write_test_report(predictor: Predictor, pairs: list[Pair], ids: list[str], out_dir: Path,
+                      title: str = "lesionseg test evaluation") -> dict[str, Any]:
+    """Evaluate the pairs of ``ids`` and write test_metrics.{csv,json}, best/ and worst/ panels,
+    test_report.html."""
+    result = evaluate_pairs(predictor, select_pairs(pairs, ids))
     atomic_write_text(out_dir / "test_metrics.json", json.dumps(result, indent=1))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["id", *METRICS])
@@ -76,7 +77,7 @@ def write_test_report(predictor: Predictor, images_dir: Path, masks_dir: Path, i
     for row in result["per_image"]:
         writer.writerow({k: row[k] for k in ["id", *METRICS]})
     atomic_write_text(out_dir / "test_metrics.csv", buf.getvalue())
-    by_id = {p.id: p for p in collect_pairs(images_dir, masks_dir, mask_suffix, strict=False)}
+    by_id = {p.id: p for p in pairs}
     ranked = sorted(result["per_image"], key=lambda r: r["dice"])
     k = min(N_CASES, len(ranked))
     worst = _write_cases(predictor, ranked[:k], by_id, out_dir / "worst")
@@ -89,9 +90,9 @@ def write_test_report(predictor: Predictor, images_dir: Path, masks_dir: Path, i
 def write_test_evaluation(run: Any, cfg: Any) -> dict[str, Any]:
     """Report on a finished training run's held-out test IDs (``run``: training.RunResult)."""
     if cfg.images and cfg.masks:
-        images_dir, masks_dir = Path(cfg.images), Path(cfg.masks)
+        pairs = collect_pairs(Path(cfg.images), Path(cfg.masks), cfg.mask_suffix, strict=False)
     else:
-        images_dir, masks_dir = resolve_data_dir(cfg.data_dir)
+        pairs = collect_dir_pairs(cfg.data_dirs, cfg.mask_suffix, strict=False)
     predictor = Predictor.from_weights(run.best_model_dir, device=cfg.device)
-    return write_test_report(predictor, images_dir, masks_dir, run.split["test"],
-                             Path(run.run_dir) / "visualizations" / "test_evaluation", cfg.mask_suffix)
+    return write_test_report(predictor, pairs, run.split["test"],
+                             Path(run.run_dir) / "visualizations" / "test_evaluation")

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ..data.io import ImageLoadError
-from ..data.pairing import DEFAULT_MASK_SUFFIX, DataError, resolve_data_dir
+from ..data.pairing import DEFAULT_MASK_SUFFIX, DataError, collect_dir_pairs, resolve_data_dir
 from ..data.split import SPLITS
 from ..inference.weights import WeightsError
 from ..utils.atomic import atomic_write_text
@@ -22,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "thresholded Jaccard and pooled scores, per image and overall.")
     p.add_argument("--images", default=None, help="folder of images")
     p.add_argument("--masks", default=None, help="folder of masks")
-    p.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
-                   help="folder holding images/ and masks/ (or an ISIC layout) instead of --images/--masks")
+    p.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None, nargs="+", action="extend",
+                   metavar="DIR", help="folder holding images/ and masks/ (made by `lesionseg data prepare`, or an "
+                                       "ISIC layout) instead of --images/--masks; several folders are scored together")
     p.add_argument("--mask-suffix", "--mask_suffix", dest="mask_suffix", default=DEFAULT_MASK_SUFFIX,
                    help=f"mask file name = image id + suffix (default {DEFAULT_MASK_SUFFIX!r})")
     p.add_argument("--ids", default=None, help="evaluate only these ids: a text file (one id per line) or a "
@@ -59,23 +60,25 @@ def read_ids(path: str | Path, split: str = "test") -> list[str]:
     return ids
 
 
-def _folders(args: argparse.Namespace) -> tuple[Path, Path]:
+def _folders(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(images, masks) folder pairs to score: one per --data-dir, or --images + --masks."""
     if args.data_dir:
-        return resolve_data_dir(args.data_dir)
+        return [resolve_data_dir(d) for d in args.data_dir]
     if not (args.images and args.masks):
-        raise DataError("pass --images DIR and --masks DIR, or --data-dir DIR")
-    return Path(args.images), Path(args.masks)
+        raise DataError("pass --images DIR and --masks DIR, or --data-dir DIR [DIR ...]")
+    return [(Path(args.images), Path(args.masks))]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate, format_table
+    from ..evaluation import evaluate, evaluate_pairs, format_table, select_pairs
 
     try:
-        images_dir, masks_dir = _folders(args)
+        folders = _folders(args)
         ids = read_ids(args.ids, args.split) if args.ids else None
-        for kind, d in (("images", images_dir), ("masks", masks_dir)):
-            if not d.is_dir():
-                raise DataError(f"{d}: {kind} folder not found")
+        for images_dir, masks_dir in folders:
+            for kind, d in (("images", images_dir), ("masks", masks_dir)):
+                if not d.is_dir():
+                    raise DataError(f"{d}: {kind} folder not found")
     except DataError as e:
         error(str(e))
         return EXIT_INPUT
@@ -87,8 +90,13 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OUTPUT
     try:
         predictor = load_predictor(args)
-        result = evaluate(predictor, images_dir, masks_dir, threshold=args.threshold, tta=args.tta,
-                          mask_suffix=args.mask_suffix, ids=ids, batch_size=max(1, args.batch_size))
+        if len(folders) == 1:
+            result = evaluate(predictor, *folders[0], threshold=args.threshold, tta=args.tta,
+                              mask_suffix=args.mask_suffix, ids=ids, batch_size=max(1, args.batch_size))
+        else:
+            pairs = select_pairs(collect_dir_pairs(args.data_dir, args.mask_suffix, strict=ids is None), ids)
+            result = evaluate_pairs(predictor, pairs, threshold=args.threshold, tta=args.tta,
+                                    batch_size=max(1, args.batch_size))
     except (WeightsError, DataError, ImageLoadError, ValueError) as e:
         error(str(e))
         return EXIT_INPUT

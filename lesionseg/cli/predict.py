@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..data.inputs import folder_inputs
 from ..data.io import IMAGE_EXTENSIONS
+from ..data.pairing import find_images_dir
 from ..inference.batch import CSV_NAME, OUTPUT_SUFFIXES, BatchWriteError, run_batch
 from ..inference.outputs import OUTPUT_KINDS, parse_output_kinds
 from .common import (EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PARTIAL, add_model_args, error, positive_int,
@@ -27,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="segment all images in a folder",
                               description="Segment every image in --input_dir; write masks, overlays and "
                                           f"{CSV_NAME} to --output_dir.")
-    p.add_argument("--input_dir", "--input-dir", dest="input_dir", required=True, help="folder of images")
+    p.add_argument("--input_dir", "--input-dir", dest="input_dir", required=True,
+                   help="folder of images (or a data folder with images/, as `lesionseg data prepare` makes)")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True, help="folder for results")
     p.add_argument("--skip-existing", "--skip_existing", dest="skip_existing", action="store_true",
                    help="skip images whose requested outputs already exist")
@@ -62,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if not input_dir.is_dir():
         error(f"{input_dir}: input folder not found (pass --input_dir FOLDER of images)")
         return EXIT_INPUT
+    inner = find_images_dir(input_dir)
+    if inner is not None and not folder_inputs(input_dir):
+        input_dir = inner  # a data folder (lesionseg data prepare): its images/
+        log.info("predicting the images of %s", input_dir)
     same = output_dir.resolve() == input_dir.resolve()  # our own outputs are not inputs
     items = folder_inputs(input_dir, OUTPUT_SUFFIXES if same else ())
     if not items:

@@ -27,7 +27,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     both("images", metavar="DIR", help="folder of images (X.jpg)")
     both("masks", metavar="DIR", help="folder of masks (X_segmentation.png)")
-    both("data_dir", metavar="DIR", help="folder holding images/ + masks/ or the official ISIC 2018 folders")
+    both("data_dir", metavar="DIR", nargs="+", action="extend",
+         help="folder holding images/ + masks/ (e.g. made by `lesionseg data prepare`) or the official ISIC "
+              "2018 folders; several folders train together (ids must be unique across them)")
     both("mask_suffix", metavar="S", help="mask file suffix (default _segmentation)")
     both("split_file", metavar="JSON", help="reuse a split.json of ID lists instead of a seeded split")
     both("val_fraction", type=float, metavar="F", help="validation share (default 0.1)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from .io import IMAGE_EXTENSIONS, ImageLoadError, read_image_size
 
@@ -123,3 +124,41 @@ def collect_pairs(images_dir: str | Path, masks_dir: str | Path, mask_suffix: st
     if not report.pairs:
         raise DataError(f"no usable image/mask pairs in {images_dir} + {masks_dir} (mask suffix {mask_suffix!r})")
     return report.pairs
+
+
+def collect_dir_pairs(data_dirs: Sequence[str | Path], mask_suffix: str = DEFAULT_MASK_SUFFIX,
+                      strict: bool = True) -> list[Pair]:
+    """Pairs of one or several data folders (see :func:`resolve_data_dir`), folder by folder
+    (``strict``: as :func:`collect_pairs`).
+
+    Ids must be unique across the folders: the same id twice (the same ISIC photo in two
+    releases, or one folder given twice) raises DataError naming both folders, since a photo in
+    both the training and the validation part would inflate the validation score.
+    """
+    pairs: list[Pair] = []
+    where: dict[str, Path] = {}
+    repeated: list[str] = []
+    for d in data_dirs:
+        folder_pairs = collect_pairs(*resolve_data_dir(d), mask_suffix, strict)
+        log.info("%s: %d image/mask pairs", d, len(folder_pairs))
+        for p in folder_pairs:
+            if p.id in where:
+                repeated.append(f"{p.id} ({where[p.id]} and {d})")
+            else:
+                where[p.id] = Path(d)
+                pairs.append(p)
+    if repeated:
+        raise DataError(f"{len(repeated)} id(s) are in more than one --data-dir folder, e.g. "
+                        f"{'; '.join(repeated[:3])}: ids must be unique across folders (the same ISIC id is "
+                        "the same photo); drop one folder, or prepare them into one with "
+                        "`lesionseg data prepare --source A B --output DIR`, which keeps one copy of each")
+    return pairs
+
+
+def find_images_dir(folder: str | Path) -> Path | None:
+    """The images folder of a data folder layout inside ``folder`` (a prepared folder's
+    ``images/``), or None when ``folder`` is not one."""
+    try:
+        return resolve_data_dir(folder)[0]
+    except DataError:
+        return None

@@ -19,7 +19,8 @@ class TrainConfig:
     # data
     images: str | None = None
     masks: str | None = None
-    data_dir: str | None = None
+    # one folder, or several trained on together (a YAML list, or --data-dir A B)
+    data_dir: str | list[str] | None = None
     mask_suffix: str = "_segmentation"
     split_file: str | None = None
     val_fraction: float = 0.1
@@ -61,6 +62,23 @@ class TrainConfig:
     push_to_hub: str | None = None
     # model constructor arguments (DSAttentionUNet), JSON-friendly
     model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data_dir, (list, tuple)):
+            self.set_data_dirs(self.data_dir)
+
+    def set_data_dirs(self, dirs: list[str] | tuple[str, ...]) -> None:
+        """Set the training folders; one folder is kept as a string, so that the saved config.yaml
+        of a one-folder run reads as it always did."""
+        dirs = [str(d) for d in dirs]
+        self.data_dir = dirs[0] if len(dirs) == 1 else (dirs or None)
+
+    @property
+    def data_dirs(self) -> list[str]:
+        """The training data folders (empty when --images / --masks are used)."""
+        if not self.data_dir:
+            return []
+        return [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:

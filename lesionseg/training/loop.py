@@ -16,7 +16,7 @@ import yaml
 from torch.utils.data import DataLoader, Subset
 
 from ..data.dataset import LesionDataset, seed_worker
-from ..data.pairing import DataError, collect_pairs, resolve_data_dir
+from ..data.pairing import DataError, collect_dir_pairs, collect_pairs, resolve_data_dir
 from ..data.split import load_split, make_split, save_split
 from ..data.transforms import train_transform
 from ..models.encoders import default_encoder_weights
@@ -93,12 +93,10 @@ def _init_encoder(model: DSAttentionUNet, setting: str | None) -> None:
 
 def _resolve_pairs(cfg: TrainConfig):
     if cfg.images and cfg.masks:
-        images, masks = Path(cfg.images), Path(cfg.masks)
-    elif cfg.data_dir:
-        images, masks = resolve_data_dir(cfg.data_dir)
-    else:
-        raise DataError("no data given: pass --images DIR --masks DIR, or --data-dir DIR")
-    return collect_pairs(images, masks, cfg.mask_suffix)
+        return collect_pairs(Path(cfg.images), Path(cfg.masks), cfg.mask_suffix)
+    if cfg.data_dirs:
+        return collect_dir_pairs(cfg.data_dirs, cfg.mask_suffix)
+    raise DataError("no data given: pass --images DIR --masks DIR, or --data-dir DIR [DIR ...]")
 
 
 RESUME_OVERRIDES = ("epochs", "device", "workers", "push_to_hub", "max_steps_per_epoch")
@@ -140,9 +138,10 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         # the run continues in its own folder with its own settings; only RESUME_OVERRIDES may change
         cfg = resume_config(cfg.resume, {k: getattr(cfg, k) for k in RESUME_OVERRIDES}, resume_state)
     # absolute data paths in the saved config let --resume work from any folder
-    for key in ("images", "masks", "data_dir", "split_file", "external_dir"):
+    for key in ("images", "masks", "split_file", "external_dir"):
         if getattr(cfg, key):
             setattr(cfg, key, str(Path(getattr(cfg, key)).resolve()))
+    cfg.set_data_dirs([str(Path(d).resolve()) for d in cfg.data_dirs])
     _seed_everything(cfg.seed)
     ctx = ctx or Distributed(device=pick_device(cfg.device))
     main, device = ctx.is_main, ctx.device
