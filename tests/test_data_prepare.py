@@ -283,3 +283,28 @@ def test_library_errors_name_the_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown resize mode"):
         Settings(64, "stretch")
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_the_outside_alignment_check_passes_prepared_data_and_catches_a_shifted_mask(tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_prepare_alignment",
+                                                  Path(__file__).resolve().parents[1] / "scripts/check_prepare_alignment.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    members = {"in/ISIC_0000001.jpg": encode(ellipse_photo(300, 400)[0], "JPEG"),
+               "gt/ISIC_0000001_segmentation.png": encode(ellipse_photo(300, 400)[1], "PNG"),
+               "in/ISIC_0000002.jpg": encode(ellipse_photo(420, 280)[0], "JPEG"),
+               "gt/ISIC_0000002_segmentation.png": encode(ellipse_photo(420, 280)[1], "PNG")}
+    src = write_zip(tmp_path / "src.zip", members)
+    assert script.main(["--source", str(src), "--size", "64", "--resize", "crop"]) == 0  # runs data prepare
+    assert "crop: 2 images" in capsys.readouterr().out
+    prepare([src], tmp_path / "pad", Settings(64, "pad"))
+    assert script.main(["--source", str(src), "--prepared", str(tmp_path / "pad")]) == 0
+    mask_path = tmp_path / "pad/masks/ISIC_0000002_segmentation.png"
+    Image.fromarray(np.roll(read(mask_path), 3, axis=1)).save(mask_path)
+    image_path = tmp_path / "pad/images/ISIC_0000001.jpg"
+    Image.fromarray(np.roll(read(image_path), 1, axis=0)).save(image_path, quality=95)
+    assert script.main(["--source", str(src), "--prepared", str(tmp_path / "pad")]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED ISIC_0000002 (pad): mask IoU" in out and "FAILED ISIC_0000001 (pad)" in out

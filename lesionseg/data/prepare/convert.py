@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -149,12 +150,19 @@ def convert_pair(image: bytes, mask: bytes, image_name: str, mask_name: str, set
     if sx != sy:
         raise PairError(f"{image_name}: decoded at an unexpected scale ({rgb.shape[1]}x{rgb.shape[0]} of {w}x{h})")
     out_mask = np.asarray(render(Image.fromarray(m * np.uint8(255)), geo, enlarge=Image.Resampling.BILINEAR))
-    mask_png = io.BytesIO()
-    Image.fromarray(np.where(out_mask >= MASK_THRESHOLD, 255, 0).astype(np.uint8)).save(mask_png, "PNG")
+    mask_png = _encode(".png", np.where(out_mask >= MASK_THRESHOLD, 255, 0).astype(np.uint8))
     if settings.size is None and settings.resize == "squash" and fmt == "JPEG" and mode == "RGB" and orientation == 1:
         jpeg = image  # full size, same pixels: keep the original JPEG rather than compress it again
     else:
-        out = io.BytesIO()
-        render(Image.fromarray(rgb), geo, sx).save(out, "JPEG", quality=settings.jpeg_quality, subsampling=0)
-        jpeg = out.getvalue()
-    return Converted(jpeg, mask_png.getvalue(), (w, h), geo.size)
+        bgr = cv2.cvtColor(np.asarray(render(Image.fromarray(rgb), geo, sx)), cv2.COLOR_RGB2BGR)
+        jpeg = _encode(".jpg", bgr, cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality,
+                       cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)
+    return Converted(jpeg, mask_png, (w, h), geo.size)
+
+
+def _encode(ext: str, pixels: np.ndarray, *params: int) -> bytes:
+    """The file bytes of ``pixels`` (gray or BGR) in the format of ``ext``, made in memory."""
+    ok, buf = cv2.imencode(ext, pixels, list(params))
+    if not ok:
+        raise PairError(f"cannot encode a {pixels.shape} image as {ext}")
+    return buf.tobytes()

@@ -113,10 +113,11 @@ def _manual(url: str, dest: Path) -> str:
             f"`lesionseg data prepare --source {dest.parent} --output DIR`")
 
 
-def _fetch(url: str, part: Path, expected: int | None, timeout: float,
+def _fetch(url: str, tmp: Path, expected: int | None, timeout: float,
            on_bytes: Callable[[int, int | None], None] | None) -> int | None:
-    """Append the rest of ``url`` to ``part``; the file's total size as announced (None if not)."""
-    offset = part.stat().st_size if part.exists() else 0
+    """Append the rest of ``url`` to ``tmp`` (the ``.part`` file, renamed into place by the caller
+    once checked); the file's total size as announced (None if not)."""
+    offset = tmp.stat().st_size if tmp.exists() else 0
     headers = {"User-Agent": "lesionseg-data-download", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -127,33 +128,35 @@ def _fetch(url: str, part: Path, expected: int | None, timeout: float,
             total = _total_from_range(e.headers.get("Content-Range"))[1]
             if total == offset:
                 return total
-            part.unlink()
+            tmp.unlink()
             raise _Incomplete() from None
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; the file may have moved: {_manual(url, part)}") from None
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; the file may have moved: {_manual(url, tmp)}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", None) or e
         raise UnreachableError(f"cannot reach {url} ({reason}); offline or the server is down? "
-                            f"{_manual(url, part)}") from None
+                               f"{_manual(url, tmp)}") from None
     with resp:
         if resp.status == 206:
             first, total = _total_from_range(resp.headers.get("Content-Range"))
             if first != offset:
-                part.unlink()
+                tmp.unlink()
                 raise _Incomplete()
         else:  # 200: the server sends the whole file
             offset, length = 0, resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         if expected is not None and total is not None and total != expected:
             raise DownloadError(f"{url}: the server announces {total} bytes, expected {expected}: the file "
-                                f"changed or the address is wrong; {_manual(url, part)}")
+                                f"changed or the address is wrong; {_manual(url, tmp)}")
         done = offset
         try:
-            with open(part, "ab" if offset else "wb") as f:
+            with open(tmp, "ab" if offset else "wb") as f:
                 while chunk := resp.read(_CHUNK):
                     f.write(chunk)
                     done += len(chunk)
                     if on_bytes:
                         on_bytes(done, total)
+                f.flush()
+                os.fsync(f.fileno())
         except (OSError, http.client.HTTPException) as e:
             if isinstance(e, OSError) and not isinstance(e, (ConnectionError, TimeoutError)):
                 raise  # the disk, not the network

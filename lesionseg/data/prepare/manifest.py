@@ -128,7 +128,7 @@ class Manifest:
                 "items": {k: self.items[k] for k in sorted(self.items)}}
         return json.dumps(data, indent=1) + "\n"
 
-    def save(self, problems: list[str] | None = None) -> bool:
+    def store(self, problems: list[str] | None = None) -> bool:
         """Write manifest.json and ids.txt (and problems.txt when ``problems`` is given; removed
         when empty), each only if its content changed. True when anything was written."""
         self.folder.mkdir(parents=True, exist_ok=True)

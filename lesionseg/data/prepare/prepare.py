@@ -124,7 +124,7 @@ def prepare(sources: Iterable[str | os.PathLike], output: str | os.PathLike, set
             report.unchanged.append(i)
         else:
             todo.append(i)
-    manifest.save()  # an interrupted first run leaves a folder that can be continued
+    manifest.store()  # an interrupted first run leaves a folder that can be continued
     _remove_leftovers(output)
     if report.unchanged:
         log.info("%d pairs already prepared in %s; %d to do", len(report.unchanged), output, len(todo))
@@ -133,7 +133,7 @@ def prepare(sources: Iterable[str | os.PathLike], output: str | os.PathLike, set
     finally:
         catalog.close()
         report.total = len(manifest.items)
-        manifest.save(report.problems)
+        manifest.store(report.problems)
     return report
 
 
@@ -156,7 +156,7 @@ def _run(todo: list[str], catalog: Catalog, manifest: Manifest, report: PrepareR
         if on_progress:
             on_progress(done, len(todo))
         if since_save >= CHECKPOINT_ITEMS or time.monotonic() - last_save > CHECKPOINT_SECONDS:
-            manifest.save()
+            manifest.store()
             last_save, since_save = time.monotonic(), 0
 
     pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="prepare")
