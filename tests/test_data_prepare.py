@@ -288,8 +288,8 @@ def test_library_errors_name_the_folder(tmp_path: Path) -> None:
 def test_the_outside_alignment_check_passes_prepared_data_and_catches_a_shifted_mask(tmp_path: Path, capsys) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("check_prepare_alignment",
-                                                  Path(__file__).resolve().parents[1] / "scripts/check_prepare_alignment.py")
+    path = Path(__file__).resolve().parents[1] / "scripts/check_prepare_alignment.py"
+    spec = importlib.util.spec_from_file_location("check_prepare_alignment", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     members = {"in/ISIC_0000001.jpg": encode(ellipse_photo(300, 400)[0], "JPEG"),
@@ -308,3 +308,31 @@ def test_the_outside_alignment_check_passes_prepared_data_and_catches_a_shifted_
     assert script.main(["--source", str(src), "--prepared", str(tmp_path / "pad")]) == 1
     out = capsys.readouterr().out
     assert "FAILED ISIC_0000002 (pad): mask IoU" in out and "FAILED ISIC_0000001 (pad)" in out
+
+
+def test_rgba_16_bit_and_exif_rotated_photos_with_01_rgb_masks(tmp_path: Path) -> None:
+    img, mask = ellipse_photo(60, 90)
+    rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+    gray16 = (img.mean(axis=2).astype(np.uint16) * 257)
+    # a JPEG stored landscape with EXIF orientation 6 (shown turned 90 degrees): its mask is drawn upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = io.BytesIO()
+    Image.fromarray(img).save(turned, "JPEG", quality=95, exif=exif.tobytes())
+    upright_mask = np.asarray(Image.fromarray(mask).transpose(Image.Transpose.ROTATE_270))
+    members = {"i/ISIC_0000001.png": encode(rgba, "PNG"), "m/ISIC_0000001_segmentation.png": encode(mask // 255, "PNG"),
+               "i/ISIC_0000002.png": encode(gray16, "PNG"),
+               "m/ISIC_0000002_segmentation.png": encode(np.dstack([mask] * 3), "PNG"),
+               "i/ISIC_0000003.jpg": turned.getvalue(), "m/ISIC_0000003_segmentation.png": encode(upright_mask, "PNG"),
+               "i/ISIC_0000004.jpg": turned.getvalue(), "m/ISIC_0000004_segmentation.png": encode(mask, "PNG")}
+    report = prepare([write_zip(tmp_path / "odd.zip", members)], tmp_path / "out", Settings(64, "pad"))
+    assert sorted(report.written) == ["ISIC_0000001", "ISIC_0000002", "ISIC_0000003"]
+    assert len(report.problems) == 1 and "mask is 90x60 but its image" in report.problems[0]
+    assert "as displayed (EXIF orientation 6)" in report.problems[0]
+    for ident in ("ISIC_0000001", "ISIC_0000003"):
+        out_img = read(tmp_path / f"out/images/{ident}.jpg").astype(int)
+        out_mask = read(tmp_path / f"out/masks/{ident}_segmentation.png") == 255
+        assert iou((out_img[..., 2] > 130) & (out_img[..., 0] < 80), out_mask) > 0.9, ident
+    m2 = read(tmp_path / "out/masks/ISIC_0000002_segmentation.png")
+    assert m2.ndim == 2 and set(np.unique(m2)) == {0, 255}
+    assert iou(m2 == 255, read(tmp_path / "out/masks/ISIC_0000001_segmentation.png") == 255) > 0.99

@@ -113,8 +113,7 @@ def prepare(sources: Iterable[str | os.PathLike], output: str | os.PathLike, set
         raise PrepareError(str(e)) from None
     report = PrepareReport(output, ignored=catalog.ignored)
     report.problems = catalog.problems + _pairing_problems(catalog)
-    layout_of = {src: layout for src, layout in catalog.layouts.items()}
-    for src, layout in layout_of.items():
+    for src, layout in catalog.layouts.items():
         manifest.add_source(str(Path(src).resolve()), layout)
     ids = sorted(set(catalog.images) & set(catalog.masks))
     todo = []
@@ -129,7 +128,7 @@ def prepare(sources: Iterable[str | os.PathLike], output: str | os.PathLike, set
     if report.unchanged:
         log.info("%d pairs already prepared in %s; %d to do", len(report.unchanged), output, len(todo))
     try:
-        _run(todo, catalog, manifest, report, layout_of, settings, jobs or os.cpu_count() or 1, on_progress)
+        _run(todo, catalog, manifest, report, settings, jobs or os.cpu_count() or 1, on_progress)
     finally:
         catalog.close()
         report.total = len(manifest.items)
@@ -137,8 +136,8 @@ def prepare(sources: Iterable[str | os.PathLike], output: str | os.PathLike, set
     return report
 
 
-def _run(todo: list[str], catalog: Catalog, manifest: Manifest, report: PrepareReport, layout_of: dict[str, str],
-         settings: Settings, jobs: int, on_progress: Callable[[int, int], None] | None) -> None:
+def _run(todo: list[str], catalog: Catalog, manifest: Manifest, report: PrepareReport, settings: Settings,
+         jobs: int, on_progress: Callable[[int, int], None] | None) -> None:
     """Read each pair on this thread (archives are read in order), convert and write in ``jobs``
     threads, record results in input order, and save the manifest every so often."""
     pending: deque[tuple[str, Future]] = deque()
@@ -171,7 +170,7 @@ def _run(todo: list[str], catalog: Catalog, manifest: Manifest, report: PrepareR
                 pending.append((ident, failed))
                 continue
             pending.append((ident, pool.submit(_prepare_one, ident, image, mask, image_data, mask_data,
-                                               layout_of.get(image.source, ""), manifest.folder, settings)))
+                                               catalog.layouts.get(image.source, ""), manifest.folder, settings)))
             while len(pending) >= 2 * jobs:
                 finish(*pending.popleft())
         while pending:

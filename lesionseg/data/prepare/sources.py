@@ -223,7 +223,8 @@ def scan_sources(paths: Iterable[str | os.PathLike], exclude: str | os.PathLike 
         p = Path(raw)
         if not p.exists():
             catalog.close()
-            raise FileNotFoundError(f"{p}: source not found (pass the downloaded .zip files or their extracted folders)")
+            raise FileNotFoundError(f"{p}: source not found (pass the downloaded .zip files or their "
+                                    "extracted folders)")
         pending = [p] if p.is_file() else []
         if p.is_file() and p.suffix.lower() != ".zip" and not zipfile.is_zipfile(p):
             catalog.problems.append(f"source skipped: {p}: neither a ZIP archive nor a folder")
