@@ -189,7 +189,7 @@ def peers_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:
     x = torch.randn(1, 3, s, s)
     models, missing = _peer_models()
     rows = []
-    bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    bf16 = cpu_bf16_supported()
     fns = {}
     for name, m in [("DS-AttentionUNet (ours)", ours)] + models:
         m = m.eval()

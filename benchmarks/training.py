@@ -14,6 +14,7 @@ import torch
 
 from lesionseg.losses import get_loss, supervised_loss
 from lesionseg.models import DSAttentionUNet
+from lesionseg.utils.cpu_isa import cpu_bf16_supported
 
 from .common import Settings, real_images, time_interleaved
 from .forward import batch_of
@@ -65,8 +66,9 @@ def training_section(settings: Settings) -> dict[str, Any]:
     y = _targets(images, settings)
     if y.shape[-1] != x.shape[-1]:
         y = torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="nearest")
-    bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-    variants = [("fp32 eager NCHW (baseline)", False, False), ("fp32 channels_last", True, False)]
+    bf16 = cpu_bf16_supported()  # follows ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, as training does
+    variants = [("fp32 eager NCHW (baseline" + ("" if bf16 else "; the project default without native bf16") + ")",
+                 False, False), ("fp32 channels_last", True, False)]
     if bf16:  # the project's CPU default last: bf16 autocast in NCHW (channels_last slows GroupNorm backward)
         variants += [("bf16 autocast + channels_last", True, True), ("bf16 autocast NCHW (project default)", False, True)]
     steps = {name: step_fn(cl, use_bf16, x, y) for name, cl, use_bf16 in variants}
