@@ -123,12 +123,14 @@ def create_demo(predictor, config: LaunchConfig):
                 gr.Markdown(model_card_markdown(config.weights, config.revision), elem_id="model-card")
 
         # single image: result on upload / paste / example, no extra click
-        # the plain outline first; with --tta the flipped views follow in a second step
+        # the plain outline first; with --tta the flipped views follow from the same generator, then
+        # the overlay is redrawn at the slider's value of that moment
         image.change(h.segment, [image, threshold, mm], [state, ov, mask, prob, unc, meas, status, files],
                      api_name="segment", trigger_mode="always_last").then(
-            h.tta, [state, threshold, mm], [state, ov, mask, prob, unc, meas, status], api_name="tta",
-            show_progress="hidden").then(
-            handlers.downloads, [state, threshold, mm], files, api_name="downloads", show_progress="hidden")
+            handlers.redraw_tta, [state, threshold, mm], [ov, mask, meas, files], api_visibility="private",
+            show_progress="hidden", trigger_mode="always_last").then(
+            handlers.downloads, [state, threshold, mm], files, api_name="downloads", show_progress="hidden",
+            trigger_mode="always_last")
         # threshold: re-cut the kept probability map (state + threshold in, no model call)
         gr.on([threshold.release, mm.submit, mm.blur], handlers.rethreshold, [state, threshold, mm],
               [ov, mask, meas, files],

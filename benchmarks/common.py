@@ -82,6 +82,7 @@ def machine_info(settings: Settings) -> dict[str, Any]:
         "onnxruntime": ort_version,
         "threads": settings.threads,
         "capability": cpu_capability.describe(),
+        "bf16_native": cpu_capability.cpu_bf16_supported(),
         "isa_caps": isa_caps() or "none",
         "cuda": torch.cuda.is_available(),
         "quick": settings.quick,
@@ -95,11 +96,11 @@ def isa_caps() -> str:
                     if os.environ.get(k))
 
 
-def default_output() -> Path:
-    """benchmarks/results.md, or results_avx2.md where torch's kernels are capped below AVX-512
-    (e.g. ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 machine, or an AVX2-only CPU)."""
-    capped = not cpu_capability.torch_capability().startswith("AVX512")
-    return Path(__file__).with_name("results_avx2.md" if capped else "results.md")
+def default_output(stem: str = "results") -> Path:
+    """benchmarks/<stem>.md where the CPU runs the bf16 path, else <stem>_avx2.md: the path without
+    native bf16, as on an AVX2-only CPU or with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2."""
+    native = cpu_capability.cpu_bf16_supported()
+    return Path(__file__).with_name(f"{stem}.md" if native else f"{stem}_avx2.md")
 
 
 def other_load() -> str:

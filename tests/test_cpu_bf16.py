@@ -73,9 +73,12 @@ def test_predictor_takes_the_bf16_runner_only_where_the_cpu_has_bf16() -> None:
     from lesionseg.inference.cpu import FrozenFp32Runner
 
     fast, exact = Predictor(_model(), fast=True), Predictor(_model(), fast=False)
+    from lesionseg.utils.cpu_isa import cpu_fp32_fast_supported
+
     assert not exact.fast and exact.runner.name == "fp32"
-    assert fast.fast and isinstance(fast.runner, FrozenBF16Runner) == cpu_bf16_supported()
-    assert isinstance(fast.runner, FrozenFp32Runner) != cpu_bf16_supported()
+    assert isinstance(fast.runner, FrozenBF16Runner) == cpu_bf16_supported()
+    assert isinstance(fast.runner, FrozenFp32Runner) == (not cpu_bf16_supported() and cpu_fp32_fast_supported())
+    assert fast.fast == (cpu_bf16_supported() or cpu_fp32_fast_supported())
     x = torch.randn(2, 3, 64, 64)
     assert fast.calls == 0
     p = fast._forward(x)

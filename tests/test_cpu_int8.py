@@ -156,4 +156,4 @@ def test_cli_no_int8_flag_reaches_the_predictor(tmp_path) -> None:
     off = load_predictor(build_parser().parse_args([*base, "--no-int8"]))
     on = load_predictor(build_parser().parse_args(base))
     assert off.fast == on.fast and not off.int8
-    assert on.int8 == (on.fast and cpu_int8_supported())
+    assert on.int8 == (isinstance(on.runner, FrozenBF16Runner) and cpu_int8_supported())

@@ -1,6 +1,6 @@
 """The choice of CPU path follows the ISA caps, and the fp32 fast path computes what the eager model does.
 
-``ATEN_CPU_CAPABILITY`` is read when torch is imported, so the checks that set it run in a child process.
+torch reads ``ATEN_CPU_CAPABILITY`` once per process, so the checks that set it run in a child process.
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def _child(**env: str) -> dict:
     full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
                                                                "DNNL_MAX_CPU_ISA")}
     out = subprocess.run([sys.executable, "-c", CHILD], env={**full, **env}, cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=True)
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

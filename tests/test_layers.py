@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lesionseg"
 
 # module prefix -> layer; the longest matching prefix decides
 LAYERS: dict[str, float] = {
-    "lesionseg": -1, "lesionseg.utils": -1,  # the package's __init__ (its version); file and size helpers
+    "lesionseg": -1, "lesionseg.utils": -1,  # the package's __init__ (its version); file, size, device and CPU-ISA helpers
     "lesionseg.losses": 0, "lesionseg.metrics": 0, "lesionseg.postprocess": 0,
     "lesionseg.measurements": 0, "lesionseg.operating_points": 0, "lesionseg.hub": 0,
     "lesionseg.models": 1,

@@ -229,32 +229,6 @@ def test_same_probabilities_as_predict_file(predictor, tmp_path):
     np.testing.assert_allclose(kept.prob, direct.prob, atol=1e-5)
 
 
-def test_first_outline_is_plain_and_the_tta_views_follow_in_one_more_call(tmp_path):
-    from lesionseg.ui import handlers
-
-    # exact fp32, so the two-step and one-step results can be compared to rounding (the fast paths
-    # differ slightly between batch sizes)
-    tta_predictor = Predictor.from_weights(device="cpu", tta=True, fast=False)
-    h = handlers.Handlers(tta_predictor)
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(jpeg_bytes(480, 640, seed=8))
-    first = h.segment(str(path), 0.4, None)
-    result = first[0]
-    assert tta_predictor.calls == 1 and not result.has_tta  # one plain view before anything shows
-    assert first[1].shape[:2] == (480, 640) and "adding flip TTA" in first[6]
-    later = h.tta(result, 0.4, None)
-    assert tta_predictor.calls == 2 and later[0].has_tta and "· flip TTA" in later[6]
-    # the two-step result is the one-step TTA prediction
-    _, direct = tta_predictor.predict_file(path, threshold=0.4, tta=True)
-    np.testing.assert_allclose(later[0].prediction.prob, direct.prob, atol=1e-4)
-    np.testing.assert_allclose(later[0].prediction.uncertainty, direct.uncertainty, atol=1e-4)
-    assert later[4].shape == first[4].shape and not np.array_equal(later[4], first[4])  # uncertainty drawn
-    calls = tta_predictor.calls
-    assert all(isinstance(v, dict) for v in h.tta(later[0], 0.4, None)) and tta_predictor.calls == calls
-    plain = handlers.Handlers(Predictor.from_weights(device="cpu", tta=False, fast=False))
-    assert all(isinstance(v, dict) for v in plain.tta(result, 0.4, None))  # TTA off: nothing to add
-
-
 def test_unreadable_photo_is_a_one_line_error(predictor, tmp_path):
     from lesionseg.data.io import ImageLoadError
 
@@ -271,10 +245,10 @@ def test_handlers_turn_errors_into_messages(predictor, tmp_path):
     h = handlers.Handlers(predictor)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"garbage")
-    out = h.segment(str(bad), 0.5, None)
+    out, = h.segment(str(bad), 0.5, None)  # a generator: one update for an error
     assert out[0] is None and "broken.jpg" in out[6] and out[6].startswith("⚠️")
     assert str(tmp_path) not in out[6]  # no server paths in messages
-    assert h.segment(None, 0.5, None)[0] is None
+    assert next(h.segment(None, 0.5, None))[0] is None
     assert all(isinstance(v, dict) for v in handlers.rethreshold(None, 0.5, None))  # gr.skip() updates
     assert handlers.downloads(None, 0.5, None) is None
     assert h.batch(None, None, None, progress=lambda *a, **k: None)[3].startswith("⚠️")

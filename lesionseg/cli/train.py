@@ -54,7 +54,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     both("device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision: bf16 autocast on CPU, bf16/fp16 on CUDA (default on)")
+                   help="mixed precision: bf16 autocast on a CPU with native bf16 (fp32 elsewhere), bf16/fp16 on CUDA "
+                        "(default on)")
     both("workers", type=int, metavar="N", help="DataLoader workers (default 0)")
     both("seed", type=int)
     both("output_dir", metavar="DIR", help="runs are written to DIR/<run_name> (default outputs)")

@@ -160,12 +160,15 @@ class Predictor:
 
     def add_tta(self, rgb: np.ndarray, plain: Prediction) -> Prediction:
         """The flip-TTA prediction of ``rgb`` from its plain (un-flipped) prediction ``plain``: one
-        batched call for the three flipped views, averaged with the kept one. Equals
-        ``predict(rgb, tta=True)`` at ``plain``'s size and threshold, so a first outline can be
-        shown before the extra views are computed.
+        batched call for the three flipped views, averaged with the kept one. Matches
+        ``predict(rgb, tta=True)`` at ``plain``'s size and threshold (to the runner's rounding
+        between batch sizes), so a first outline can be shown before the extra views are computed.
 
         rgb: (H, W, 3) uint8, the photo as given to the plain prediction (any size: it is resized).
+        ValueError where ``plain`` is already a TTA prediction.
         """
+        if plain.lowres_uncertainty is not None:
+            raise ValueError("add_tta takes a plain prediction; this one already has the flip-TTA views")
         x = torch.from_numpy(normalize(resize_rgb(as_rgb_uint8(rgb), self.img_size), self.mean, self.std)[None])
         flips = TTA_FLIPS[1:]
         out = self._forward(torch.cat([x.flip(d) for d in flips]))  # (3, S, S)

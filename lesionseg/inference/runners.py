@@ -5,9 +5,10 @@
 
 - ``torch`` on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
   frozen trace, int8 convolutions below full resolution where the CPU has int8 dot products);
-- ``torch`` on any other CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA):
-  :class:`~.cpu.FrozenFp32Runner` (exact fp32, channels_last, frozen trace);
-- ``torch`` with ``fast=False``, or on a GPU: :class:`EagerRunner`, the model as loaded (fp32).
+- ``torch`` on any other x86 CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA):
+  :class:`~.cpu.FrozenFp32Runner` (fp32, channels_last, frozen trace);
+- ``torch`` with ``fast=False``, on a GPU, or on a CPU without oneDNN's x86 kernels (ARM):
+  :class:`EagerRunner`, the model as loaded (fp32).
   On a GPU this is the fast path: the model is bound by GroupNorm and kernel launches there, which
   bf16 and channels_last do not shorten (benchmarks/ section 7);
 - ``onnx``: :class:`OnnxBackend`, ONNX Runtime on the CPU (fp32).
@@ -19,6 +20,7 @@ from typing import Protocol
 
 import torch
 
+from ..utils.cpu_isa import cpu_fp32_fast_supported
 from .cpu import FrozenBF16Runner, FrozenFp32Runner, cpu_bf16_supported
 
 log = logging.getLogger(__name__)
@@ -79,4 +81,6 @@ def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "to
     if not fast or device.type != "cpu":
         return EagerRunner(model, device)
     size = int(getattr(model, "inference_img_size", 256))
-    return FrozenBF16Runner(model, size, int8=int8) if cpu_bf16_supported() else FrozenFp32Runner(model, size)
+    if cpu_bf16_supported():
+        return FrozenBF16Runner(model, size, int8=int8)
+    return FrozenFp32Runner(model, size) if cpu_fp32_fast_supported() else EagerRunner(model, device)

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import gradio as gr
 
@@ -94,48 +94,47 @@ class Handlers:
         self.work = work or default_work()
         self.presets = operating_points.presets(predictor.operating_points, predictor.threshold)
 
-    def segment(self, image_path: str | None, threshold: float, mm_per_px: float | None):
+    def segment(self, image_path: str | None, threshold: float, mm_per_px: float | None) -> Iterator[tuple]:
         """New photo -> (state, overlay, mask, probability, uncertainty, measurements, status, downloads).
 
-        Always the plain (one-view) result, so the first outline never waits for the flip-TTA
-        views; :meth:`tta` adds them next where the predictor has TTA on.
+        A generator: the plain (one-view) result first, so the first outline never waits for the
+        flip-TTA views; where the predictor has TTA on, a second update follows with the kept
+        result replaced by the TTA one and its probability and uncertainty views. The overlay,
+        mask and measurements of that update are left to :func:`redraw_tta`, which reads the slider
+        as it is then (it may have moved meanwhile). One generator per photo, so a new photo waits
+        for the previous one's views instead of racing them.
         """
         empty = (None, None, None, None, None, "", "", None)
         if not image_path:
-            return empty
+            yield empty
+            return
         name = Path(image_path).name
         try:
             result = session.segment_file(self.predictor, image_path, name=name, tta=False)
             views, meas = session.first_outputs(result, threshold, _mm(mm_per_px))
         except ImageLoadError as e:
-            return (*empty[:6], _warn(public_message(e, name)), None)
+            yield (*empty[:6], _warn(public_message(e, name)), None)
+            return
         except (ValueError, OSError, MemoryError) as e:
             log.exception("segmentation failed for %s", name)
             msg = public_message(e, name).replace(str(image_path), name)
-            return (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {msg})"), None)
-        status = self._status(result) + (" · adding flip TTA views…" if self.predictor.tta else "")
-        return (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
-                format_measurements(meas), status, None)
-
-    def tta(self, result: session.ImageResult | None, threshold: float, mm_per_px: float | None):
-        """Kept plain result -> the same outputs as :meth:`segment` but the downloads, with the
-        flip-TTA views added (averaged probability, uncertainty). Skips every output where TTA is
-        off, there is no result, or it already has them."""
-        if not self.predictor.tta or result is None or result.has_tta:
-            return (gr.skip(),) * 7
+            yield (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {msg})"), None)
+            return
+        tta = self.predictor.tta
+        yield (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
+               format_measurements(meas), _status(result) + (" · adding flip TTA views…" if tta else ""), None)
+        if not tta:
+            return
         try:
             result = session.add_tta(self.predictor, result)
-            views, meas = session.first_outputs(result, threshold, _mm(mm_per_px))
-        except (ValueError, MemoryError) as e:
-            log.exception("flip TTA failed for %s", result.name)
-            return (*(gr.skip(),) * 6, _warn(f"{result.name}: flip TTA views could not be added ({e})"))
-        return (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
-                format_measurements(meas), self._status(result))
-
-    @staticmethod
-    def _status(result: session.ImageResult) -> str:
-        h, w = result.full_size
-        return f"**{result.name}** — {w}×{h} px" + (" · flip TTA" if result.has_tta else "")
+            views = session.first_outputs(result, threshold, _mm(mm_per_px))[0]
+        except (ValueError, MemoryError, RuntimeError) as e:
+            log.exception("flip TTA failed for %s", name)
+            yield (*(gr.skip(),) * 6, _warn(f"{name}: the flip TTA views could not be added ({type(e).__name__}); "
+                                           "the plain outline is kept"), gr.skip())
+            return
+        skip = gr.skip()
+        yield result, skip, skip, views["probability"], views["uncertainty"], skip, _status(result), skip
 
     def apply_preset(self, preset: str | None) -> Any:
         """Preset name -> slider value (unchanged for an unknown name)."""
@@ -170,6 +169,19 @@ class Handlers:
             status += f" {len(bad)} not processed: see the status column."
             gr.Warning(f"{len(bad)} file(s) could not be processed (see the table).")
         return gallery, rows, str(zip_path), status
+
+
+def _status(result: session.ImageResult) -> str:
+    h, w = result.full_size
+    return f"**{result.name}** — {w}×{h} px" + (" · flip TTA" if result.has_tta else "")
+
+
+def redraw_tta(result: session.ImageResult | None, threshold: float, mm_per_px: float | None):
+    """After :meth:`Handlers.segment`: the overlay, mask and measurements of a TTA result at the
+    slider's current value; skips every output for a plain result (already drawn) or none."""
+    if result is None or not result.has_tta:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return rethreshold(result, threshold, mm_per_px)
 
 
 def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px: float | None):

@@ -64,8 +64,9 @@ def segment_file(predictor: Predictor, path: str | os.PathLike, name: str | None
     or too large file."""
     rgb, pred = predictor.predict_file(path, tta=tta)
     display = resize_rgb_to(rgb, fit_size(*pred.size, DISPLAY_MAX_SIDE))
+    keep = predictor.tta and pred.lowres_uncertainty is None  # for add_tta only
     return ImageResult(name or Path(path).name, pred, display, list(predictor.operating_points), str(path),
-                       resize_rgb(rgb, predictor.img_size))
+                       resize_rgb(rgb, predictor.img_size) if keep else None)
 
 
 def add_tta(predictor: Predictor, result: ImageResult) -> ImageResult:

@@ -24,7 +24,9 @@ def torch_capability() -> str:
 
 
 def onednn_isa_cap() -> str | None:
-    """The cap set by ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA (upper case), or None where none is set."""
+    """The cap set by ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA (upper case), or None where none is set.
+
+    oneDNN reads the variable once, at its first use in the process: set it before starting Python."""
     value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
     value = value.strip().upper()
     return value if value and value not in ("ALL", "DEFAULT") else None
@@ -43,8 +45,14 @@ def _chip_has(*names: str) -> bool:
     return any(bool(check()) for check in checks if check is not None)
 
 
+def cpu_fp32_fast_supported() -> bool:
+    """True where the frozen channels_last fp32 path applies: x86 with oneDNN (AVX2 or AVX-512 kernels).
+    Elsewhere (ARM, no oneDNN) that path was never measured, and the eager model is used."""
+    return torch.backends.mkldnn.is_available() and torch_capability() in ("AVX2", "AVX512")
+
+
 def cpu_bf16_supported() -> bool:
-    """True where bf16 matrix products run natively here: the chip has avx512_bf16 / AMX and neither
+    """True where bf16 matrix products run natively here: the chip has avx512_bf16 and neither
     torch's nor oneDNN's kernels are capped below it."""
     return (_chip_has("_is_avx512_bf16_supported") and torch_capability().startswith("AVX512")
             and onednn_allows("AVX512_CORE_BF16"))

@@ -5,8 +5,8 @@ with module rewrites for the shapes PyTorch's CPU kernels handle poorly: attenti
 channels-first (:mod:`.gate`), narrow upsampling and pooling as row-wise calls (:mod:`.resample`)
 and, on the bf16 path, int8 convolutions below full resolution (:mod:`.int8`). Each rewrite finds
 its targets by type (:func:`.swap.swap_modules`) and keeps the model's function and weights."""
-from .bf16 import FrozenBF16Runner
 from ...utils.cpu_isa import cpu_bf16_supported, describe
+from .bf16 import FrozenBF16Runner
 from .fp32 import FrozenFp32Runner
 from .frozen import FrozenRunner
 from .int8 import cpu_int8_supported

@@ -1,10 +1,12 @@
 """The CPU fast path where bf16 is not native (AVX2-class CPUs, or with the ISA caps of lesionseg.utils.cpu_isa).
 
-Exact fp32 arithmetic, with what makes fp32 cheaper on such CPUs: channels_last memory (oneDNN's
+fp32 arithmetic (BatchNorm folded and oneDNN's kernels instead of the eager ones: agreement with
+the eager model to rounding, which tests/test_cpu_paths.py checks), with what makes fp32 cheaper on such CPUs: channels_last memory (oneDNN's
 convolutions need no layout reorder per call), a frozen trace (BatchNorm folded, weights pre-packed;
 see frozen.py), and the gate and resampling rewrites, which keep the narrow full-resolution levels
-off PyTorch's channel-vectorised kernels. No int8: oneDNN's int8 convolutions without int8 dot
-products gain too little here for the drift they add. benchmarks/ compares it with the eager model.
+off PyTorch's channel-vectorised kernels. No int8: int8 belongs to the bf16 path, for CPUs with int8
+dot products; without them oneDNN's int8 convolutions gain too little for the drift they add.
+benchmarks/ compares the whole path with the eager model.
 """
 from __future__ import annotations
 

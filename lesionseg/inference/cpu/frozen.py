@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 
 class FrozenRunner:
     """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits through ``eager`` (a private,
-    eval-mode, channels_last copy of the model whose parameters are in ``dtype``).
+    eval-mode, channels_last copy of the model that takes its input in ``dtype``).
 
     Thread-safe: the trace is built once, under a lock, on first use. Subclasses prepare ``eager``
-    and set ``name``; ``int8_convs`` counts convolutions computed in int8.
+    and pass it with their ``name``; ``int8_convs`` counts convolutions computed in int8.
     """
 
     side_by_side = True

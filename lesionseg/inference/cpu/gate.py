@@ -69,5 +69,5 @@ def _slow_on_cpu(gate: nn.Module) -> bool:
 
 def use_channels_first_gates(model: nn.Module) -> int:
     """Swap, in place, every :class:`AttentionGate` whose GroupNorms have one channel per group;
-    returns how many. Meant for the CPU runner's private bf16 channels_last copy of the model."""
+    returns how many. Meant for a CPU runner's private channels_last copy of the model."""
     return swap_modules(model, _slow_on_cpu, ChannelsFirstGate)

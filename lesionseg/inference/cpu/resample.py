@@ -103,7 +103,7 @@ def _is_pool2x(pool: object) -> bool:
 def use_fast_resampling(model: nn.Module) -> int:
     """Swap, in place, every :class:`BilinearUpsample` and every 2x2 ``nn.MaxPool2d``; returns how many.
 
-    Meant for the CPU runner's private bf16 channels_last copy of the model; the replacements fall
+    Meant for a CPU runner's private channels_last copy of the model; the replacements fall
     back to the stock kernels where their shapes do not apply.
     """
     return (swap_modules(model, lambda m: isinstance(m, BilinearUpsample), lambda m: LerpUpsample())
