@@ -111,10 +111,11 @@ def other_load() -> str:
             continue
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
+            stopped = (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+        except (OSError, IndexError):
             continue
         if any(k in cmd for k in ("train_cli", "pytest", "lesionseg train")):
-            busy.append(cmd[:60])
+            busy.append(cmd[:60] + (" (stopped)" if stopped else ""))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"load avg {load:.2f}" + (f"; running: {'; '.join(busy)}" if busy else "")
 
