@@ -115,3 +115,18 @@ def test_fp32_fast_path_masks_match_exact_fp32_on_the_test_part() -> None:
     dice = [image_metrics(a.mask, b.mask)["dice"] for a, b in zip(fast.predict_batch(images),
                                                                    exact.predict_batch(images))]
     assert np.mean(dice) >= 0.99 and min(dice) >= 0.95
+
+
+def test_warm_up_builds_the_trace_before_the_first_photo_and_the_app_does_it_at_start() -> None:
+    from lesionseg.ui.launch import LaunchConfig, load_predictor_or_exit
+
+    pred = Predictor(DSAttentionUNet(**SMALL).eval())
+    if not pred.fast:
+        pytest.skip("no CPU fast path here (eager fp32 has no trace to build)")
+    assert pred.runner._frozen is None
+    pred.warm_up()
+    assert pred.calls == 0 and pred.runner._frozen is not None
+    if not (WEIGHTS / "model.safetensors").is_file():
+        pytest.skip("no shipped weights in weights/")
+    app = load_predictor_or_exit(LaunchConfig(weights=str(WEIGHTS), device="cpu"))
+    assert app.calls == 0 and app.runner._frozen is not None

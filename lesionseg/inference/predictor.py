@@ -110,6 +110,11 @@ class Predictor:
         """True when the runner computes some convolutions in int8."""
         return getattr(self.runner, "int8_convs", 0) > 0
 
+    def warm_up(self) -> None:
+        """One model call on a blank (1, 3, S, S) batch, not counted in ``calls``: the CPU fast path
+        builds its frozen trace on first use, which a server should pay at start, not on a user's photo."""
+        self.runner(torch.zeros(1, 3, self.img_size, self.img_size))
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised -> (B, S, S) float32 probabilities; one model call."""
         logits = self.runner(x)

@@ -148,10 +148,12 @@ def load_predictor_or_exit(config: LaunchConfig):
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return Predictor.from_weights(config.weights, revision=config.revision, device=config.device,
-                                      tta=config.tta, allow_pickle=config.allow_pickle)
+        predictor = Predictor.from_weights(config.weights, revision=config.revision, device=config.device,
+                                           tta=config.tta, allow_pickle=config.allow_pickle)
     except (WeightsError, ValueError, OSError) as e:
         fail(str(e))
+    predictor.warm_up()  # the first photo should not wait for the fast path's trace
+    return predictor
 
 
 READY = "ready at"
