@@ -169,10 +169,10 @@ def test_side_by_side_reads_the_other_cpu_class(tmp_path: Path) -> None:
     from benchmarks.classes import side_by_side
 
     res = json.loads((ROOT / "benchmarks" / "results.json").read_text())
-    res["machine"]["capability"] = "torch AVX512, oneDNN cap none, bf16 yes, int8 dot yes"
+    res["machine"].update(capability="torch AVX512, oneDNN cap none, bf16 yes, int8 dot yes", bf16_native=True)
     assert "Not shown: no results_avx2.json" in "\n".join(side_by_side(res, tmp_path))
     avx2 = json.loads(json.dumps(res))
-    avx2["machine"]["capability"] = "torch AVX2, oneDNN cap AVX2, bf16 no, int8 dot no"
+    avx2["machine"].update(capability="torch AVX2, oneDNN cap AVX2, bf16 no, int8 dot no", bf16_native=False)
     avx2["forward"]["rows"][-1]["median_ms"] = 123.4
     (tmp_path / "results_avx2.json").write_text(json.dumps(avx2))
     (tmp_path / "results.json").write_text(json.dumps(res))
