@@ -76,9 +76,10 @@ def _train_rows(settings: Settings, device: str) -> list[dict[str, Any]]:
     from .training import step_fn
 
     rows = []
+    size = 256 if not settings.quick else 128  # --quick: a smoke run of the same code
     for batch in (8, 64) if not settings.quick else (2,):
-        x = torch.randn(batch, 3, 256, 256, device=device)
-        y = (torch.rand(batch, 1, 256, 256, device=device) > 0.7).float()
+        x = torch.randn(batch, 3, size, size, device=device)
+        y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
         for variant, bf16, cl in (("fp32 eager NCHW", False, False), ("bf16 autocast + channels_last", True, True)):
             step = step_fn(cl, bf16, x, y)
             r = time_fn(_sync(step, device), settings.iters(30, 1), warmup=settings.iters(3, 1))

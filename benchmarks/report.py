@@ -183,7 +183,7 @@ def render(res: dict[str, Any]) -> str:
                       r.get("range", ""), _f(r.get("images_per_s_wall")), r.get("error", "")] for r in t["rows"]])
 
     tr = res["training"]
-    lines += ["## 6. Training step, 256x256, batch 8", "",
+    lines += [f"## 6. Training step, 256x256, batch {tr['batch']}", "",
               f"Forward with deep supervision, bce_dice loss, backward, clipping, AdamW; on {tr['source']}. "
               f"Epoch = {tr['train_images']} training images, extrapolated from the median step (data loading "
               "excluded).", ""]

@@ -60,7 +60,8 @@ def _targets(images: list[np.ndarray], settings: Settings) -> torch.Tensor:
 
 def training_section(settings: Settings) -> dict[str, Any]:
     """Median step time of fp32 eager NCHW vs the bf16 autocast variants; seconds per epoch."""
-    images, source = real_images(settings, BATCH)
+    batch = BATCH if not settings.quick else 2  # --quick: a smoke run of the same code
+    images, source = real_images(settings, batch)
     ref = DSAttentionUNet()
     x = batch_of(images, ref)
     y = _targets(images, settings)
@@ -75,8 +76,8 @@ def training_section(settings: Settings) -> dict[str, Any]:
     timed = time_interleaved(steps, settings.iters(8, 1), warmup=settings.iters(2, 1))
     rows = []
     for name, r in timed.items():
-        ips = BATCH / (r["median_ms"] / 1e3)
+        ips = batch / (r["median_ms"] / 1e3)
         rows.append({"variant": name, **r, "images_per_s": ips, "epoch_s": TRAIN_IMAGES / ips})
     for row in rows:  # baseline first: paired per-round ratios to it
         row["speedup"] = row["paired_speedup"]
-    return {"rows": rows, "source": source, "batch": BATCH, "train_images": TRAIN_IMAGES}
+    return {"rows": rows, "source": source, "batch": batch, "train_images": TRAIN_IMAGES}
