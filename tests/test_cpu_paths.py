@@ -53,8 +53,7 @@ def _child(**env: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "avx2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"},
-                                 {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}])
+@pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "avx2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}])
 def test_an_isa_cap_below_bf16_gives_the_fp32_paths(env: dict[str, str]) -> None:
     got = _child(**env)
     assert not got["bf16"] and not got["int8"]
@@ -107,7 +106,7 @@ def test_fp32_fast_path_masks_match_exact_fp32_on_the_test_part() -> None:
         pytest.skip("no shipped weights in weights/")
     if not (DATA / "images").is_dir():
         pytest.skip(f"ISIC images not found at {DATA}")
-    ids = TEST_IDS.read_text().split()[:40]
+    ids = TEST_IDS.read_text().split()[:24]
     images = [load_image(DATA / "images" / f"{i}.jpg") for i in ids]
     model = load_model(WEIGHTS)
     exact, fast = Predictor(model, fast=False), Predictor(model, fast=False)
