@@ -20,8 +20,8 @@ from typing import Protocol
 
 import torch
 
-from ..utils.cpu_isa import cpu_fp32_fast_supported
-from .cpu import FrozenBF16Runner, FrozenFp32Runner, cpu_bf16_supported
+from ..utils.cpu_isa import cpu_bf16_supported, cpu_fp32_fast_supported
+from .cpu import FrozenBF16Runner, FrozenFp32Runner
 
 log = logging.getLogger(__name__)
 
