@@ -25,10 +25,15 @@ import numpy as np
 class MaskCleanup:
     """fill_holes: background regions enclosed by the lesion become lesion.
     min_region_fraction: 8-connected regions smaller than this fraction of the largest region's
-    area are removed (0 keeps every region; 1 keeps only the largest)."""
+    area are removed (0 keeps every region; 1 keeps only the largest).
+    keep / clear: (row, col) points at the map's resolution where a user said "lesion" / "not
+    lesion" (correction clicks): a region holding a ``keep`` point is never dropped as a speck, and
+    a hole holding a ``clear`` point is never filled."""
 
     fill_holes: bool = True
     min_region_fraction: float = 0.1
+    keep: tuple[tuple[int, int], ...] = ()
+    clear: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_region_fraction <= 1.0:
@@ -50,6 +55,8 @@ class MaskCleanup:
             if n > 2:
                 areas = stats[1:, cv2.CC_STAT_AREA]
                 small = np.flatnonzero(areas < self.min_region_fraction * areas.max()) + 1
+                if self.keep:
+                    small = np.setdiff1d(small, [labels[r, c] for r, c in self.keep])
                 if small.size:
                     out = prob.copy()
                     out[np.isin(labels, small)] = 0.0
@@ -62,6 +69,8 @@ class MaskCleanup:
                 hole = np.ones(n, dtype=bool)
                 hole[0] = False  # label 0 is the lesion itself
                 hole[border] = False
+                for r, c in self.clear:
+                    hole[labels[r, c]] = False
                 if hole.any():
                     out = prob.copy() if out is None else out
                     out[hole[labels]] = 1.0

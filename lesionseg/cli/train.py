@@ -69,6 +69,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     both("external_recall_target", type=float, metavar="R",
          help="with --external-dir, the default threshold also keeps external recall >= R (0.90)")
     both("push_to_hub", metavar="REPO_ID", help="publish the best model folder to the Hugging Face Hub")
+    g = p.add_argument_group("click refiner")
+    both("refiner_from", metavar="WEIGHTS",
+         help="train the click refiner of these segmentation weights (a folder or Hub id) with simulated clicks; "
+              "its best model ships as WEIGHTS/refiner/")
+    both("max_clicks", type=int, metavar="N", help="clicks simulated per image in refiner training (default 3)")
+    both("click_radius", type=int, metavar="PX", help="click disk radius at the model's size (default 5)")
     p.add_argument("--config", metavar="YAML", help="options file; flags given here override it")
     p.add_argument("--model", metavar="JSON", default=None, type=json.loads,
                    help='model constructor arguments as JSON, e.g. \'{"encoder_channels": [16,32,64,128,256]}\'')
@@ -113,6 +119,8 @@ def _train(cfg: Any, ctx: Any) -> int:
     from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
 
     where = f"rank {ctx.rank}: " if ctx.enabled and not ctx.is_main else ""
+    if cfg.refiner_from:
+        return _train_refiner(cfg, ctx)
     try:
         result = fit(cfg, ctx)
     except (DataError, ImageLoadError, FileNotFoundError, ValueError) as e:
@@ -135,6 +143,34 @@ def _train(cfg: Any, ctx: Any) -> int:
         except PublishError as e:
             print(f"error: {e}; the run's outputs are saved in {result.run_dir}", file=sys.stderr)
             return EXIT_PUBLISH
+    return EXIT_OK
+
+
+def _train_refiner(cfg: Any, ctx: Any) -> int:
+    """Train the click refiner (one process); the exit code."""
+    from ..data.io import ImageLoadError
+    from ..data.pairing import DataError
+    from ..inference.weights import WeightsError
+    from ..training.epoch import Runtime, use_channels_last
+    from ..training.loop import autocast_dtype
+    from ..training.refine import train_refiner
+    from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
+
+    if ctx.enabled:
+        print("error: the click refiner trains in one process; run it without torchrun", file=sys.stderr)
+        return EXIT_INPUT
+    dtype = autocast_dtype(ctx.device, cfg.amp)
+    rt = Runtime(ctx.device, dtype, use_channels_last(cfg.channels_last, ctx.device, dtype))
+    try:
+        result = train_refiner(cfg, rt)
+    except (DataError, ImageLoadError, WeightsError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as e:
+        print(f"error: cannot write outputs: {e}", file=sys.stderr)
+        return EXIT_OUTPUT
+    print(f"best refiner: {result.best_model_dir} (score {result.best_score:.4f}); run folder {result.run_dir}; "
+          f"ship it as WEIGHTS/refiner/")
     return EXIT_OK
 
 

@@ -17,15 +17,16 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..clicks import Click, check_clicks, click_maps, to_model_coords
 from ..data.io import ImageLoadError, decode_image
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
 from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
 from ..utils.devices import resolve_device
 from .cpu import FrozenRunner
-from .prediction import Prediction, check_threshold
+from .prediction import Prediction, check_threshold, resize_prob
 from .runners import make_runner
-from .weights import load_model, local_weights_folder
+from .weights import load_model, load_refiner, local_weights_folder
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,19 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+class RefineUnavailable(ValueError):
+    """The weights have no click refiner; ``str()`` says which weights and what to do."""
+
+
 class Predictor:
-    """Model + preprocessing + threshold + one runner (the backend). ``calls`` counts model calls."""
+    """Model + preprocessing + threshold + one runner (the backend). ``calls`` counts model calls.
+
+    ``refiner``: the click-conditioned model of the same weights (``weights/refiner/``) that
+    :meth:`refine` runs; None where the weights have none."""
 
     def __init__(self, model: DSAttentionUNet, device: str | torch.device = "cpu", tta: bool = False,
                  fast: bool = True, batch_size: int = 8, backend: str = "torch", onnx_folder: str | None = None,
-                 cleanup: bool = True, int8: bool = True):
+                 cleanup: bool = True, int8: bool = True, refiner: DSAttentionUNet | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tta = bool(tta)
@@ -81,6 +89,12 @@ class Predictor:
         self.source: str | None = None
         self.backend = backend
         self.runner = make_runner(self.model, self.device, backend, fast=fast, int8=int8, onnx_folder=onnx_folder)
+        self.refiner = refiner.to(self.device).eval() if refiner is not None else None
+        if self.refiner is not None and int(self.refiner.inference_img_size) != self.img_size:
+            raise ValueError(f"the refiner works at {self.refiner.inference_img_size} px, the model at {self.img_size}")
+        # the refiner always runs on torch (its 6-channel input has no ONNX export)
+        self.refine_runner = (make_runner(self.refiner, self.device, "torch", fast=fast, int8=False)
+                              if self.refiner is not None else None)
         log.debug("predictor on %s, img_size %d, threshold %.3f, runner %s", self.device, self.img_size,
                   self.threshold, self.runner.name)
 
@@ -95,8 +109,10 @@ class Predictor:
         dev = resolve_device(device)
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)
         folder = local_weights_folder(source)
+        refiner = load_refiner(source, revision=revision, device=dev)
         pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend,
-                   onnx_folder=str(folder) if folder is not None else None, cleanup=cleanup, int8=int8)
+                   onnx_folder=str(folder) if folder is not None else None, cleanup=cleanup, int8=int8,
+                   refiner=refiner)
         pred.source = str(source) if source is not None else None
         return pred
 
@@ -114,6 +130,13 @@ class Predictor:
         """One model call on a blank (1, 3, S, S) batch, not counted in ``calls``: the CPU fast path
         builds its frozen trace on first use, which a server should pay at start, not on a user's photo."""
         self.runner(torch.zeros(1, 3, self.img_size, self.img_size))
+        if self.refine_runner is not None:
+            self.refine_runner(torch.zeros(1, self.refiner.in_channels, self.img_size, self.img_size))
+
+    @property
+    def can_refine(self) -> bool:
+        """True when these weights have a click refiner (:meth:`refine` works)."""
+        return self.refine_runner is not None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised -> (B, S, S) float32 probabilities; one model call."""
@@ -195,3 +218,45 @@ class Predictor:
         """(rgb as decoded, possibly reduced; Prediction at the file's full upright size). ImageLoadError if bad."""
         rgb, size = self.load(path)
         return rgb, self.predict_batch([rgb], threshold=threshold, tta=tta, sizes=[size])[0]
+
+    def refine(self, rgb: np.ndarray, clicks: Sequence[Click | tuple[float, float, bool]],
+               previous: Prediction | None = None, threshold: float | None = None) -> Prediction:
+        """Correct an outline with clicks: one call of the click refiner.
+
+        rgb: (H, W, 3) uint8, the photo as given to the prediction being corrected. clicks: every
+        click so far, ``(x, y, positive)`` in ``rgb``'s pixel coordinates (positive: "this is
+        lesion"). previous: the Prediction being corrected (None: the plain prediction, one model
+        call more). The result has ``previous``'s size and threshold (or ``threshold``), the
+        model's clean-up (which never drops a region holding a positive click nor fills a hole
+        holding a negative one) and no TTA uncertainty; deterministic.
+
+        ValueError for a click outside the image, NaN or more than 50 clicks;
+        :class:`RefineUnavailable` where the weights have no refiner.
+        """
+        if self.refine_runner is None:
+            raise RefineUnavailable(f"{self.source or 'these weights'} have no click refiner (a refiner/ folder "
+                                    "beside config.json); train one with train_cli.py --refiner-from WEIGHTS")
+        img = as_rgb_uint8(rgb)
+        checked = check_clicks(clicks, img.shape[:2])
+        if previous is None:
+            previous = self.predict(img, threshold=threshold, tta=False)
+        t = previous.threshold if threshold is None else check_threshold(threshold)
+        s = self.img_size
+        prev = np.asarray(previous.lowres, dtype=np.float32)
+        if prev.shape != (s, s):
+            prev = resize_prob(prev, (s, s))
+        on_grid = to_model_coords(checked, img.shape[:2], s)
+        x = np.concatenate([normalize(resize_rgb(img, s), self.mean, self.std), prev[None],
+                            click_maps(on_grid, s, self.refiner.click_radius)])
+        prob = torch.sigmoid(self.refine_runner(torch.from_numpy(x[None])))[0, 0].numpy()
+        self.calls += 1
+
+        def cell(c: Click) -> tuple[int, int]:
+            return int(round(min(max(c.y, 0), s - 1))), int(round(min(max(c.x, 0), s - 1)))
+
+        cleanup = self.cleanup
+        if cleanup.active:
+            cleanup = MaskCleanup(cleanup.fill_holes, cleanup.min_region_fraction,
+                                  keep=tuple(cell(c) for c in on_grid if c.positive),
+                                  clear=tuple(cell(c) for c in on_grid if not c.positive))
+        return Prediction(prob, previous.size, t, cleanup)

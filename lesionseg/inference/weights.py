@@ -234,3 +234,38 @@ def load_model(source: str | Path | None = None, revision: str | None = None, de
     model.eval()
     log.debug("loaded %s (%d parameters) on %s", src, model.num_parameters(), dev)
     return model.to(dev)
+
+
+REFINER_FOLDER = "refiner"
+
+
+def load_refiner(source: str | Path | None = None, revision: str | None = None,
+                 device: str | torch.device = "cpu") -> DSAttentionUNet | None:
+    """The click refiner shipped beside a model (``<source>/refiner/``: its own ``config.json`` and
+    ``model.safetensors``), or None where the weights have none (older folders and repos).
+
+    WeightsError when the folder is there but is not a click-conditioned model."""
+    src = weights_source(source)
+    path = Path(src).expanduser()
+    if path.exists():
+        folder = (path if path.is_dir() else path.parent) / REFINER_FOLDER
+        if not folder.is_dir():
+            return None
+        model = load_model(folder, device=device)
+    elif _REPO_ID.match(src):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            hf_hub_download(src, f"{REFINER_FOLDER}/{CONFIG_NAME}", revision=revision, library_name="lesionseg")
+            file = hf_hub_download(src, f"{REFINER_FOLDER}/{SAFETENSORS_NAME}", revision=revision,
+                                   library_name="lesionseg")
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            return None
+        model = load_model(Path(file).parent, device=device)
+    else:
+        return None
+    if not getattr(model, "click_conditioned", False):
+        raise WeightsError(f"{src}: {REFINER_FOLDER}/config.json is not a click refiner (click_conditioned is not "
+                           "true); train one with train_cli.py --refiner-from WEIGHTS or remove the folder")
+    return model

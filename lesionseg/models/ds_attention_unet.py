@@ -22,6 +22,8 @@ from .encoders import ENCODERS, MobileNetV2Encoder, UNetEncoder
 ARCHITECTURE = "DSAttentionUNet"
 DEFAULT_UNET_CHANNELS = (16, 32, 64, 128, 256)
 MOBILENET_DECODER_CHANNELS = (128, 64, 32, 24, 16)
+# a click-conditioned model's extra inputs: previous probability, positive clicks, negative clicks
+CLICK_CHANNELS = 3
 
 
 class BilinearUpsample(nn.Module):
@@ -117,6 +119,9 @@ class DSAttentionUNet(
         inference_fill_holes, inference_min_region_fraction: mask clean-up applied by the Predictor
             (fill enclosed holes; drop regions smaller than this fraction of the largest region).
         preprocess_mean, preprocess_std: per-channel normalisation of [0, 1] RGB input.
+        click_conditioned: the click refiner: input channels are the normalised RGB, the previous
+            probability map and disks of ``click_radius`` pixels (at ``inference_img_size``) at the
+            positive and the negative clicks (see :mod:`lesionseg.clicks`); ``in_channels`` is 6.
 
     ``forward`` shapes: (B, C_in, H, W) -> logits (B, out_channels, H, W) in eval mode, any H, W
     (padded to a multiple of the total stride and cropped back). In training mode with deep
@@ -143,8 +148,15 @@ class DSAttentionUNet(
         inference_min_region_fraction: float = 0.1,
         preprocess_mean: Sequence[float] = (0.485, 0.456, 0.406),
         preprocess_std: Sequence[float] = (0.229, 0.224, 0.225),
+        click_conditioned: bool = False,
+        click_radius: int = 5,
     ):
         super().__init__()
+        if click_conditioned and in_channels != 3 + CLICK_CHANNELS:
+            raise ValueError(f"a click-conditioned model takes RGB + previous mask + positive / negative clicks "
+                             f"(in_channels {3 + CLICK_CHANNELS}), got in_channels {in_channels}")
+        if click_radius < 1:
+            raise ValueError(f"click_radius must be >= 1 pixel, got {click_radius}")
         if encoder_name not in ENCODERS:
             raise ValueError(f"unknown encoder_name {encoder_name!r}; valid: {', '.join(ENCODERS)}")
         if encoder_name == "unet":
@@ -154,9 +166,7 @@ class DSAttentionUNet(
             encoder: nn.Module = UNetEncoder(in_channels, encoder_channels, norm_groups, activation, encoder_dropout)
         else:
             stem = int(encoder_channels[0]) if encoder_channels else 16
-            encoder = MobileNetV2Encoder(stem, norm_groups, activation)
-            if in_channels != 3:
-                raise ValueError(f"encoder_name {encoder_name!r} takes RGB input (in_channels 3), got {in_channels}")
+            encoder = MobileNetV2Encoder(stem, norm_groups, activation, in_channels)
             if encoder_channels and list(encoder_channels) != encoder.out_channels:
                 raise ValueError(f"encoder_channels of {encoder_name!r} are {encoder.out_channels} "
                                  f"(the first, the stem, may change), got {list(encoder_channels)}")
@@ -184,6 +194,9 @@ class DSAttentionUNet(
         self.preprocess_mean = [float(v) for v in preprocess_mean]
         self.preprocess_std = [float(v) for v in preprocess_std]
         self.stride = 2 ** (len(encoder_channels) - 1)
+        self.in_channels = int(in_channels)
+        self.click_conditioned = bool(click_conditioned)
+        self.click_radius = int(click_radius)
 
         self.encoder = encoder
         self.decoder = Decoder(encoder_channels, decoder_channels, norm_groups, activation, decoder_attention)

@@ -88,17 +88,17 @@ _MBV2_TAPS = (2, 4, 7, 14, 18)
 class MobileNetV2Encoder(nn.Module):
     """A full-resolution conv block, then MobileNetV2's features 0-17 tapped at strides 2 to 32.
 
-    Shapes: (B, 3, H, W) -> [(B, stem, H, W), (B, 16, H/2, W/2), (B, 24, H/4, W/4),
+    Shapes: (B, C_in, H, W) -> [(B, stem, H, W), (B, 16, H/2, W/2), (B, 24, H/4, W/4),
     (B, 32, H/8, W/8), (B, 96, H/16, W/16), (B, 320, H/32, W/32)].
 
     The stem is not pretrained; it gives the finest decoder stage a full-resolution skip so that
     outlines follow the lesion border pixel by pixel. The 1280-channel classifier conv is left out.
     """
 
-    def __init__(self, stem_channels: int, norm_groups: int, activation: str):
+    def __init__(self, stem_channels: int, norm_groups: int, activation: str, in_channels: int = 3):
         super().__init__()
-        self.stem = ConvBlock(3, stem_channels, norm_groups, activation)
-        features: list[nn.Module] = [_conv_bn(3, 32, 3, 2)]
+        self.stem = ConvBlock(in_channels, stem_channels, norm_groups, activation)
+        features: list[nn.Module] = [_conv_bn(in_channels, 32, 3, 2)]
         prev = 32
         for t, c, n, s in _MBV2:
             for i in range(n):
@@ -124,6 +124,12 @@ class MobileNetV2Encoder(nn.Module):
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         state = {k: v for k, v in state.items() if int(k.split(".")[0]) < len(self.features)}
+        first = self.features[0][0].weight
+        if "0.0.weight" in state and first.shape[1] > state["0.0.weight"].shape[1]:
+            # extra input channels (a click-conditioned model) start at zero: RGB as pretrained
+            extra = first.shape[1] - state["0.0.weight"].shape[1]
+            w = state["0.0.weight"]
+            state["0.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], dim=1)
         missing, unexpected = self.features.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: not torchvision's MobileNetV2 ImageNet file "

@@ -60,6 +60,11 @@ class TrainConfig:
     select_on: str = "val"
     external_recall_target: float = 0.9
     push_to_hub: str | None = None
+    # the click refiner: trained from this segmentation model's weights (folder or Hub id) instead
+    # of a segmentation model, with up to max_clicks simulated clicks per image
+    refiner_from: str | None = None
+    max_clicks: int = 3
+    click_radius: int = 5
     # model constructor arguments (DSAttentionUNet), JSON-friendly
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -98,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"--select-on {self.select_on} needs --external-dir DIR")
         if not 0 < self.external_recall_target <= 1:
             raise ValueError(f"--external-recall-target must lie in (0, 1], got {self.external_recall_target}")
+        if self.max_clicks < 1 or self.click_radius < 1:
+            raise ValueError(f"--max-clicks and --click-radius must be >= 1, got {self.max_clicks}, {self.click_radius}")
         if not 0 < self.recall_target <= 1:
             raise ValueError(f"--recall-target must lie in (0, 1], got {self.recall_target}")
 

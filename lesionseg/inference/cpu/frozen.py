@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class FrozenRunner:
-    """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits through ``eager`` (a private,
+    """(B, C_in, S, S) float32 normalised (C_in 3, or 6 for the click refiner) -> (B, 1, S, S) float32 logits through ``eager`` (a private,
     eval-mode, channels_last copy of the model that takes its input in ``dtype``).
 
     Thread-safe: the trace is built once, under a lock, on first use. Subclasses prepare ``eager``
@@ -40,7 +40,7 @@ class FrozenRunner:
         with self._lock:
             if self._tried:
                 return
-            example = torch.zeros(1, 3, self.size, self.size, dtype=self.dtype)
+            example = torch.zeros(1, int(getattr(self.eager, "in_channels", 3)), self.size, self.size, dtype=self.dtype)
             example = example.contiguous(memory_format=torch.channels_last)
             try:
                 with warnings.catch_warnings():
