@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ..data.io import ImageLoadError
-from ..data.pairing import DEFAULT_MASK_SUFFIX, DataError, collect_dir_pairs, resolve_data_dir
+from ..data.pairing import DEFAULT_MASK_SUFFIX, DataError, collect_dir_pairs, collect_pairs, resolve_data_dir
 from ..data.split import SPLITS
 from ..inference.weights import WeightsError
 from ..utils.atomic import atomic_write_text
@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="split to use when --ids is a JSON (default test)")
     p.add_argument("--json", default=None, help="write the full result (with per-image rows) to this file")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
+    p.add_argument("--clicks", type=int, default=None, metavar="N",
+                   help="click-correction evaluation instead: mean IoU after 0..N simulated clicks through the "
+                        "weights' click refiner, NoC@85 / NoC@90 (RITM protocol)")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -69,6 +72,18 @@ def _folders(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     return [(Path(args.images), Path(args.masks))]
 
 
+def _evaluate_clicks(predictor, args: argparse.Namespace, ids: list[str] | None) -> dict:
+    from ..evaluation import select_pairs
+    from ..evaluation_clicks import evaluate_clicks
+
+    if not predictor.can_refine:
+        raise ValueError(f"{predictor.source or 'the weights'}: no click refiner (refiner/ beside config.json) "
+                         "to evaluate --clicks with; train one with train_cli.py --refiner-from WEIGHTS")
+    pairs = (collect_dir_pairs(args.data_dir, args.mask_suffix, strict=ids is None) if args.data_dir
+             else collect_pairs(args.images, args.masks, args.mask_suffix, strict=ids is None))
+    return evaluate_clicks(predictor, select_pairs(pairs, ids), args.clicks, args.threshold)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, evaluate_pairs, format_table, select_pairs
 
@@ -90,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OUTPUT
     try:
         predictor = load_predictor(args)
-        if len(folders) == 1:
+        if args.clicks is not None:
+            result = _evaluate_clicks(predictor, args, ids)
+        elif len(folders) == 1:
             result = evaluate(predictor, *folders[0], threshold=args.threshold, tta=args.tta,
                               mask_suffix=args.mask_suffix, ids=ids, batch_size=max(1, args.batch_size))
         else:
@@ -100,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     except (WeightsError, DataError, ImageLoadError, ValueError) as e:
         error(str(e))
         return EXIT_INPUT
-    print(format_table(result))
+    if args.clicks is not None:
+        from ..evaluation_clicks import format_clicks_table
+        print(format_clicks_table(result))
+    else:
+        print(format_table(result))
     if args.json:
         try:
             atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
