@@ -91,8 +91,8 @@ def write_test_evaluation(run: Any, cfg: Any) -> dict[str, Any]:
     """Report on a finished training run's held-out test IDs (``run``: training.RunResult)."""
     if cfg.images and cfg.masks:
         pairs = collect_pairs(Path(cfg.images), Path(cfg.masks), cfg.mask_suffix, strict=False)
-    else:
-        pairs = collect_dir_pairs(cfg.data_dirs, cfg.mask_suffix, strict=False)
+    else:  # a fine-tuning run's test part is of its original data (see training/run_data.py)
+        pairs = collect_dir_pairs(cfg.mix_dirs if cfg.finetune else cfg.data_dirs, cfg.mask_suffix, strict=False)
     predictor = Predictor.from_weights(run.best_model_dir, device=cfg.device)
     return write_test_report(predictor, pairs, run.split["test"],
                              Path(run.run_dir) / "visualizations" / "test_evaluation")

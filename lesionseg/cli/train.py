@@ -69,6 +69,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     both("external_recall_target", type=float, metavar="R",
          help="with --external-dir, the default threshold also keeps external recall >= R (0.90)")
     both("push_to_hub", metavar="REPO_ID", help="publish the best model folder to the Hugging Face Hub")
+    g = p.add_argument_group("fine-tuning")
+    both("finetune", metavar="WEIGHTS",
+         help="fine-tune these weights (a folder or Hub id; their config.json sets the model) on the new data in "
+              "--data-dir, e.g. the app's saved corrections, mixed with --mix-data (learning rate: a tenth of the "
+              "--config's or the default one unless --lr is given)")
+    both("mix_data", metavar="DIR", nargs="+", action="extend",
+         help="with --finetune: the original training data, split as the original run (--split-file or --seed) "
+              "(default: --config's data_dir; none: the new data alone)")
+    both("corrections_share", type=float, metavar="F",
+         help="with --finetune: the new data's share of each epoch, by repeating it (default 0.2, at most 20x)")
     g = p.add_argument_group("click refiner")
     both("refiner_from", metavar="WEIGHTS",
          help="train the click refiner of these segmentation weights (a folder or Hub id) with simulated clicks; "
@@ -83,6 +93,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import build_config, load_yaml
     from ..training.distributed import setup
+    from ..training.finetune import finetune_settings
     from ..training.loop import pick_device, resume_config
     from .common import EXIT_INPUT, EXIT_OK, EXIT_PUBLISH
 
@@ -96,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             cfg = build_config(file_values, vars(args))
             if args.encoder:
                 cfg.model = {**cfg.model, "encoder_name": args.encoder}
+            if cfg.finetune:
+                finetune_settings(cfg, file_values, vars(args))
         # under torchrun: join the process group (one line and exit 2 if its environment is half set)
         ctx = setup(pick_device(cfg.device))
     except (ValueError, TypeError, FileNotFoundError) as e:

@@ -126,11 +126,21 @@ def collect_pairs(images_dir: str | Path, masks_dir: str | Path, mask_suffix: st
     return report.pairs
 
 
+def _folder_pairs(folder: str | Path, mask_suffix: str, strict: bool) -> list[Pair]:
+    from .corrections import correction_pairs, is_corrections_folder  # it imports this module
+
+    if is_corrections_folder(folder):
+        # only complete saves: the sidecar, written last, marks a correction as complete
+        return correction_pairs(folder)
+    return collect_pairs(*resolve_data_dir(folder), mask_suffix, strict)
+
+
 def collect_dir_pairs(data_dirs: Sequence[str | Path], mask_suffix: str = DEFAULT_MASK_SUFFIX,
                       strict: bool = True) -> list[Pair]:
     """Pairs of one or several data folders (see :func:`resolve_data_dir`), folder by folder
     (``strict``: as :func:`collect_pairs`).
 
+    A corrections folder (:mod:`lesionseg.data.corrections`) yields its complete corrections only.
     Ids must be unique across the folders: the same id twice (the same ISIC photo in two
     releases, or one folder given twice) raises DataError naming both folders, since a photo in
     both the training and the validation part would inflate the validation score.
@@ -139,7 +149,7 @@ def collect_dir_pairs(data_dirs: Sequence[str | Path], mask_suffix: str = DEFAUL
     where: dict[str, Path] = {}
     repeated: list[str] = []
     for d in data_dirs:
-        folder_pairs = collect_pairs(*resolve_data_dir(d), mask_suffix, strict)
+        folder_pairs = _folder_pairs(d, mask_suffix, strict)
         log.info("%s: %d image/mask pairs", d, len(folder_pairs))
         for p in folder_pairs:
             if p.id in where:

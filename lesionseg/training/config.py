@@ -65,6 +65,13 @@ class TrainConfig:
     refiner_from: str | None = None
     max_clicks: int = 3
     click_radius: int = 5
+    # fine-tuning: start from these weights (folder or Hub id; their config.json sets the model),
+    # data_dir then holds the new data (clinicians' corrections), mixed with the original data in
+    # mix_data ("none": the new data alone), which is split as the original run was; the new
+    # data is repeated to make up about corrections_share of each epoch (see training/finetune.py)
+    finetune: str | None = None
+    mix_data: str | list[str] | None = None
+    corrections_share: float = 0.2
     # model constructor arguments (DSAttentionUNet), JSON-friendly
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +91,12 @@ class TrainConfig:
         if not self.data_dir:
             return []
         return [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir)
+
+    @property
+    def mix_dirs(self) -> list[str]:
+        """Fine-tuning: the original data folders mixed with the new data (empty for none)."""
+        dirs = [self.mix_data] if isinstance(self.mix_data, str) else list(self.mix_data or [])
+        return [] if [d.lower() for d in dirs] == ["none"] else dirs
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -105,6 +118,13 @@ class TrainConfig:
             raise ValueError(f"--external-recall-target must lie in (0, 1], got {self.external_recall_target}")
         if self.max_clicks < 1 or self.click_radius < 1:
             raise ValueError(f"--max-clicks and --click-radius must be >= 1, got {self.max_clicks}, {self.click_radius}")
+        if self.mix_data is not None and not self.finetune:
+            raise ValueError("--mix-data applies to fine-tuning only: add --finetune WEIGHTS")
+        if self.finetune and self.refiner_from:
+            raise ValueError("--finetune and --refiner-from cannot be combined: fine-tune the model first, then "
+                             "train its refiner")
+        if not 0 < self.corrections_share < 1:
+            raise ValueError(f"--corrections-share must lie in (0, 1), got {self.corrections_share}")
         if not 0 < self.recall_target <= 1:
             raise ValueError(f"--recall-target must lie in (0, 1], got {self.recall_target}")
 

@@ -16,8 +16,8 @@ import yaml
 from torch.utils.data import DataLoader, Subset
 
 from ..data.dataset import LesionDataset, seed_worker
-from ..data.pairing import DataError, collect_dir_pairs, collect_pairs, resolve_data_dir
-from ..data.split import load_split, make_split, save_split
+from ..data.pairing import collect_pairs, resolve_data_dir
+from ..data.split import save_split
 from ..data.transforms import train_transform
 from ..models.encoders import default_encoder_weights
 from ..losses import get_loss
@@ -30,11 +30,13 @@ from .config import TrainConfig
 from .distributed import Distributed
 from .epoch import (Runtime, make_optimisation, predict_probs, train_epoch, use_channels_last, validate,
                     validation_metrics)
+from .finetune import init_from_weights, weights_architecture
 from .plots import plot_history, save_epoch_samples
+from .run_data import DEBUG_PAIRS, pairs_and_split  # noqa: F401 - DEBUG_PAIRS: refine.py imports it from here
+from .run_data import resolve_pairs as _resolve_pairs  # noqa: F401 - refine.py's import
 from .thresholds import tune_threshold
 
 log = logging.getLogger(__name__)
-DEBUG_PAIRS = 48
 RANK_SEED_STRIDE = 100_003  # per-process augmentation / dropout seeds: epoch seed + stride x rank
 EXTERNAL_COLUMNS = (("dice", "dice_mean"), ("iou", "iou_mean"), ("recall", "recall_mean"),
                     ("precision", "precision_mean"), ("thresholded_jaccard", "thresholded_jaccard"),
@@ -91,14 +93,6 @@ def _init_encoder(model: DSAttentionUNet, setting: str | None) -> None:
     log.info("encoder %s initialised from %s", model.encoder_name, path)
 
 
-def _resolve_pairs(cfg: TrainConfig):
-    if cfg.images and cfg.masks:
-        return collect_pairs(Path(cfg.images), Path(cfg.masks), cfg.mask_suffix)
-    if cfg.data_dirs:
-        return collect_dir_pairs(cfg.data_dirs, cfg.mask_suffix)
-    raise DataError("no data given: pass --images DIR --masks DIR, or --data-dir DIR [DIR ...]")
-
-
 RESUME_OVERRIDES = ("epochs", "device", "workers", "push_to_hub", "max_steps_per_epoch")
 
 
@@ -142,6 +136,10 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         if getattr(cfg, key):
             setattr(cfg, key, str(Path(getattr(cfg, key)).resolve()))
     cfg.set_data_dirs([str(Path(d).resolve()) for d in cfg.data_dirs])
+    if cfg.mix_dirs:
+        cfg.mix_data = [str(Path(d).resolve()) for d in cfg.mix_dirs]
+    if cfg.finetune and Path(cfg.finetune).exists():  # a local folder; a Hub id stays as it is
+        cfg.finetune = str(Path(cfg.finetune).resolve())
     _seed_everything(cfg.seed)
     ctx = ctx or Distributed(device=pick_device(cfg.device))
     main, device = ctx.is_main, ctx.device
@@ -158,28 +156,23 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         d.mkdir(parents=True, exist_ok=True)
 
     # ---- data: pair, split, load (every process decodes the same data; the sampler shards it) ----
-    pairs = _resolve_pairs(cfg)
-    if cfg.debug or cfg.limit:
-        pairs = pairs[: cfg.limit or DEBUG_PAIRS]
-    by_id = {p.id: p for p in pairs}
-    if resume_state is not None:
-        split = resume_state["config"]["_split"]
-    elif cfg.split_file:
-        split = load_split(cfg.split_file, list(by_id))
-    else:
-        split = make_split(list(by_id), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    by_id, split, train_ids = pairs_and_split(cfg, resume_state["config"]["_split"] if resume_state else None)
     if main:
         save_split(split, run_dir / "split.json")
         for name, ids in split.items():
             atomic_write_text(run_dir / f"{name}_ids.txt", "".join(f"{i}\n" for i in ids))
+    if cfg.finetune and resume_state is None:
+        cfg.model = weights_architecture(cfg.finetune)[0]  # the weights' architecture, whatever the config says
     model_kwargs = {"inference_img_size": cfg.img_size, **cfg.model}
     model = DSAttentionUNet(**model_kwargs)
-    if resume_state is None:
+    if resume_state is None and cfg.finetune:
+        init_from_weights(model, cfg.finetune)
+    elif resume_state is None:
         _init_encoder(model, cfg.encoder_weights)
     mean, std = model.preprocess_mean, model.preprocess_std
     log.info("data: %d train / %d val / %d test pairs; decoding at %d px", len(split["train"]),
              len(split["val"]), len(split["test"]), cfg.img_size)
-    train_ds = LesionDataset([by_id[i] for i in split["train"]], cfg.img_size,
+    train_ds = LesionDataset([by_id[i] for i in train_ids], cfg.img_size,
                              train_transform(cfg.img_size, cfg.augment, cfg.augment_preset), mean, std)
     val_ds = LesionDataset([by_id[i] for i in split["val"] or split["train"][:8]], cfg.img_size, None, mean, std)
     loader_gen = torch.Generator()

@@ -5,6 +5,7 @@ A kill at any moment leaves either the old file or the new one, never a half-wri
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -54,3 +55,41 @@ def atomic_save(path: str | os.PathLike, writer: Callable[[Path], None]) -> None
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+# link() errors of file systems without hard links (FAT, some network and FUSE mounts)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+
+
+def atomic_create_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` only if ``path`` does not exist yet: FileExistsError otherwise.
+
+    The bytes go to a hidden temporary file beside ``path`` first and are hard-linked into place,
+    which fails when the name is taken: so the file appears complete or not at all, and of two
+    writers racing for one name exactly one wins. Where the file system has no hard links the
+    name is claimed with O_EXCL and the complete file renamed over the claim (an empty file is
+    then visible for that moment).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    tmp_path = Path(tmp)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_path, FILE_MODE)
+        try:
+            os.link(tmp_path, path)
+        except FileExistsError:
+            raise  # the name is taken: the caller picks another
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+            os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
