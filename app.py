@@ -36,8 +36,9 @@ from lesionseg.ui.launch import LaunchConfig, launch, load_predictor_or_exit, pa
 
 DESCRIPTION = """# lesionseg: skin-lesion segmentation
 Drop a dermoscopic photo: the lesion is outlined in about a second. Move the threshold for more
-recall or more precision, then download the full-resolution mask. The **Batch** tab takes a whole
-folder, several photos or a ZIP.
+recall or more precision, then download the full-resolution mask. Not quite right? Click on the
+overlay to correct the outline (**+** lesion, **−** not lesion) or paint it with the brush and
+eraser. The **Batch** tab takes a whole folder, several photos or a ZIP.
 
 > Research software, **not a medical device and not for diagnosis**. Measurements describe the
 > image, not the patient.
@@ -48,18 +49,21 @@ def create_demo(predictor, config: LaunchConfig):
 
     from lesionseg.inference.weights import local_weights_folder, weights_source
     from lesionseg.operating_points import SCREENING, describe
-    from lesionseg.ui import handlers
+    from lesionseg.ui import editing, handlers
+    from lesionseg.ui.edit_handlers import CorrectionHandlers
     from lesionseg.ui.batch import TABLE_HEADERS
     from lesionseg.ui.components import PhotoInput
     from lesionseg.ui.card import model_card_markdown
 
     h = handlers.Handlers(predictor)
+    ch = CorrectionHandlers(predictor, config.corrections_dir)
     start = min(max(h.presets[SCREENING], 0.01), 0.99)
     folder = local_weights_folder(config.weights)
     # a local folder by its name only, not the server's directory layout
     source = f"{folder.name}/" if folder is not None else weights_source(config.weights)
     model_line = (f"Model `{source}` on {predictor.device} · input {predictor.img_size} px · "
-                  f"default threshold {predictor.threshold:.2f}" + (" · flip TTA" if config.tta else ""))
+                  f"default threshold {predictor.threshold:.2f}" + (" · flip TTA" if config.tta else "")
+                  + (" · click refiner" if predictor.can_refine else ""))
 
     with gr.Blocks(title="lesionseg", analytics_enabled=False, delete_cache=(3600, 3 * 3600)) as demo:
         gr.Markdown(DESCRIPTION)
@@ -82,6 +86,17 @@ def create_demo(predictor, config: LaunchConfig):
                             gr.Examples([[p] for p in config.examples], inputs=[image], label="Your examples")
                     with gr.Column(scale=1):
                         status = gr.Markdown(elem_id="status")
+                        with gr.Row():
+                            mode = gr.Radio(editing.MODE_CHOICES, value=ch.default_mode, scale=3,
+                                            label="Click on the overlay to", elem_id="edit-mode")
+                            brush = gr.Slider(2, 80, value=15, step=1, scale=2, label="Brush radius (px on screen)",
+                                              elem_id="brush-size")
+                        with gr.Row():
+                            undo = gr.Button("Undo", size="sm", elem_id="undo")
+                            clear = gr.Button("Clear corrections", size="sm", elem_id="clear")
+                            save = gr.Button("Save correction", size="sm", variant="primary",
+                                             interactive=config.corrections_dir is not None, elem_id="save-correction")
+                        edits = gr.Markdown(elem_id="corrections")
                         with gr.Tabs():
                             with gr.Tab("Overlay", id="overlay"):
                                 ov = gr.Image(label="Overlay", format="jpeg", interactive=False, height=420,
@@ -101,6 +116,15 @@ def create_demo(predictor, config: LaunchConfig):
                         files = gr.File(label="Downloads: full-resolution mask and overlay (PNG), measurements (JSON)",
                                         file_count="multiple", interactive=False, elem_id="downloads")
                 state = gr.State(None, time_to_live=3 * 3600)
+                # the refine API's own components (never shown): photo + clicks in, outline out
+                with gr.Row(visible=False):
+                    api_photo = PhotoInput(type="filepath", image_mode=None, label="Photo")
+                    api_clicks = gr.Textbox(label="Clicks: JSON list of [x, y, positive] in the photo's pixels")
+                    api_threshold = gr.Number(None, label="Threshold (empty: the model's)")
+                    api_overlay = gr.Image(format="jpeg", label="Overlay with the clicks")
+                    api_mask = gr.File(label="Full-resolution mask (PNG)")
+                    api_meas = gr.JSON(label="Measurements")
+                    api_run = gr.Button()
 
             with gr.Tab("Batch", id="batch"):
                 gr.Markdown("Drop a **folder**, or **several photos / a ZIP**. Each file gets a row; unreadable "
@@ -125,8 +149,10 @@ def create_demo(predictor, config: LaunchConfig):
         # single image: result on upload / paste / example, no extra click
         # the plain outline first; with --tta the flipped views follow from the same generator, then
         # the overlay is redrawn at the slider's value of that moment
-        image.change(h.segment, [image, threshold, mm], [state, ov, mask, prob, unc, meas, status, files],
-                     api_name="segment", trigger_mode="always_last").then(
+        segmented = image.change(h.segment, [image, threshold, mm], [state, ov, mask, prob, unc, meas, status, files],
+                                 api_name="segment", trigger_mode="always_last")
+        segmented.then(ch.describe, state, edits, api_visibility="private", show_progress="hidden", queue=False)
+        segmented.then(
             handlers.redraw_tta, [state, threshold, mm], [ov, mask, meas, files], api_visibility="private",
             show_progress="hidden", trigger_mode="always_last").then(
             handlers.downloads, [state, threshold, mm], files, api_name="downloads", show_progress="hidden",
@@ -142,6 +168,16 @@ def create_demo(predictor, config: LaunchConfig):
             handlers.rethreshold, [state, threshold, mm], [ov, mask, meas, files], api_visibility="private",
             show_progress="hidden").then(
             handlers.downloads, [state, threshold, mm], files, api_visibility="private", show_progress="hidden")
+        # corrections: each click, dab, undo or clear redraws like the slider, then rewrites the downloads
+        corrected = [state, ov, mask, meas, files, edits]
+        for event, fn, inputs in ((ov.select, ch.select, [state, mode, brush, threshold, mm]),
+                                  (undo.click, ch.undo, [state, threshold, mm]),
+                                  (clear.click, ch.clear, [state, threshold, mm])):
+            event(fn, inputs, corrected, api_visibility="private", show_progress="hidden").then(
+                handlers.downloads, [state, threshold, mm], files, api_visibility="private", show_progress="hidden")
+        save.click(ch.save, [state, threshold], edits, api_visibility="private")
+        api_run.click(ch.refine_api, [api_photo, api_clicks, api_threshold], [api_overlay, api_mask, api_meas],
+                      api_name="refine")
         # batch: runs as soon as files arrive, or on the button
         gr.on([folder.upload, batch_files.upload, run.click], h.batch, [folder, batch_files, batch_preset],
               [gallery, table, zip_file, batch_status], api_name="batch", concurrency_limit=1)

@@ -128,3 +128,23 @@ def make_dataset(tmp_path: Path):
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def refiner_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder with a click refiner: the shipped ``weights/`` where it has ``refiner/``,
+    else a copy of it plus a refiner made from the model (zero-initialised click channels, so it
+    outputs exactly the model's probabilities: enough to test the plumbing, not the correction)."""
+    shipped = REPO_ROOT / "weights"
+    if (shipped / "refiner" / "config.json").is_file():
+        return shipped
+    from lesionseg.inference.weights import load_model
+    from lesionseg.models.refiner import click_refiner_from
+
+    folder = tmp_path_factory.mktemp("weights_with_refiner")
+    for name in ("config.json", "model.safetensors", "README.md"):
+        if (shipped / name).is_file():
+            shutil.copy2(shipped / name, folder / name)
+    model = load_model(folder)
+    click_refiner_from(model, dict(model._hub_mixin_config)).save_pretrained(folder / "refiner")
+    return folder

@@ -58,7 +58,8 @@ def test_without_tta_one_update_and_no_model_input_kept(tmp_path):
     plain = Predictor.from_weights(device="cpu", tta=False, fast=False)
     steps = list(handlers.Handlers(plain).segment(str(_photo(tmp_path, 240, 320)), 0.4, None))
     assert len(steps) == 1 and plain.calls == 1
-    assert steps[0][0].model_input is None and "TTA" not in steps[0][6]
+    # the model input is kept only for the click refiner, where the weights have one
+    assert (steps[0][0].model_input is not None) == plain.can_refine and "TTA" not in steps[0][6]
 
 
 def test_add_tta_refuses_a_tta_prediction(tta_predictor):

@@ -4,8 +4,14 @@ A :class:`Prediction` keeps what the model computed once, at the model's resolut
 the size of the photo it belongs to. Full-size arrays, other sizes and other thresholds are
 derived from it on demand, so a screen view, a re-threshold or a download never runs the model
 again and never has to be rebuilt from anything but this object.
+
+Brush and eraser edits (:meth:`Prediction.with_edits`, see edits.py) are kept as dabs in the
+photo's full-size coordinates and painted over the thresholded, cleaned-up mask at whatever size
+is asked for, so a new threshold re-cuts the probabilities and paints the same edits again.
 """
 from __future__ import annotations
+
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -13,6 +19,7 @@ import numpy as np
 from ..measurements import ANALYSIS_MAX_SIDE, measure
 from ..postprocess import NO_CLEANUP, MaskCleanup
 from ..utils.sizes import fit_size
+from .edits import Stroke, check_strokes, paint
 
 
 def check_threshold(t: float) -> float:
@@ -43,19 +50,23 @@ class Prediction:
 
     lowres: (S, S) float32 probabilities at the model's resolution, where the clean-up judges
     regions; size: (H, W) of the photo as displayed (EXIF applied); lowres_uncertainty: (S, S)
-    max - min over the flip-TTA views (None without TTA).
+    max - min over the flip-TTA views (None without TTA); edits: brush / eraser dabs in (H, W)
+    pixel coordinates, painted in order over the mask (see :meth:`with_edits`).
 
     ``prob`` (H, W) float32, ``mask`` (H, W) uint8 {0, 1} (``prob >= threshold`` after the
-    clean-up) and ``uncertainty`` (H, W) float32 or None are computed on first use and kept.
+    clean-up, then the edits) and ``uncertainty`` (H, W) float32 or None are computed on first
+    use and kept.
     """
 
     def __init__(self, lowres: np.ndarray, size: tuple[int, int], threshold: float,
-                 cleanup: MaskCleanup = NO_CLEANUP, lowres_uncertainty: np.ndarray | None = None):
+                 cleanup: MaskCleanup = NO_CLEANUP, lowres_uncertainty: np.ndarray | None = None,
+                 edits: tuple[Stroke, ...] = ()):
         self.lowres = lowres
         self.size = (int(size[0]), int(size[1]))
         self.threshold = check_threshold(threshold)
         self.cleanup = cleanup
         self.lowres_uncertainty = lowres_uncertainty
+        self.edits = tuple(edits)
         self._prob: np.ndarray | None = None
         self._mask: np.ndarray | None = None
         self._uncertainty: np.ndarray | None = None
@@ -78,7 +89,8 @@ class Prediction:
     def mask(self) -> np.ndarray:
         if self._mask is None:
             cleaned = self.cleanup.apply(self.lowres, self.threshold)
-            self._mask = binarize(self.prob if cleaned is None else resize_prob(cleaned, self.size), self.threshold)
+            mask = binarize(self.prob if cleaned is None else resize_prob(cleaned, self.size), self.threshold)
+            self._mask = paint(mask, self.edits, self.size) if self.edits else mask
         return self._mask
 
     @property
@@ -103,11 +115,22 @@ class Prediction:
         if tuple(size) == self.size and t == self.threshold:
             return self.mask
         cleaned = self.cleanup.apply(self.lowres, t)
-        return binarize(resize_prob(self.lowres if cleaned is None else cleaned, tuple(size)), t)
+        mask = binarize(resize_prob(self.lowres if cleaned is None else cleaned, tuple(size)), t)
+        return paint(mask, self.edits, self.size) if self.edits else mask
 
     def with_threshold(self, t: float) -> "Prediction":
-        """The same prediction cut at another threshold; no model call."""
-        other = Prediction(self.lowres, self.size, t, self.cleanup, self.lowres_uncertainty)
+        """The same prediction (and edits) cut at another threshold; no model call."""
+        return self._derived(t, self.edits)
+
+    def with_edits(self, strokes: Iterable[Stroke | tuple[float, float, float, bool]]) -> "Prediction":
+        """The same prediction with ``strokes`` (every brush / eraser dab, replacing any kept ones:
+        (x, y, radius, add) in this prediction's full-size pixel coordinates) painted over its
+        mask at every size and threshold; no model call. ValueError for a dab off the image."""
+        return self._derived(self.threshold, check_strokes(strokes, self.size))
+
+    def _derived(self, t: float, edits: tuple[Stroke, ...]) -> "Prediction":
+        # the probability maps do not depend on the threshold or the edits: share them
+        other = Prediction(self.lowres, self.size, t, self.cleanup, self.lowres_uncertainty, edits)
         other._prob, other._uncertainty = self._prob, self._uncertainty
         return other
 

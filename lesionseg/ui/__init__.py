@@ -9,7 +9,8 @@ The segmentation, measurements, operating points and input handling are the libr
 - :mod:`formatting`: the measurements table
 - :mod:`batch`: the Batch tab on the library's batch engine: gallery, table, results ZIP
 - :mod:`card`, :mod:`launch`: the model card tab's text; command line and server start
-- :mod:`handlers`, :mod:`components`: Gradio event functions and component tweaks
+- :mod:`editing`: correcting an outline (refiner clicks, brush / eraser dabs, undo, save)
+- :mod:`handlers`, :mod:`edit_handlers`, :mod:`components`: Gradio event functions and component tweaks
 
-Only :mod:`handlers`, :mod:`components` and :func:`launch.launch` import Gradio.
+Only :mod:`handlers`, :mod:`edit_handlers`, :mod:`components` and :func:`launch.launch` import Gradio.
 """

@@ -17,6 +17,7 @@ from ..inference.weights import WEIGHTS_ENV
 from ..utils.argtypes import positive_int
 
 AUTH_ENV = "LESIONSEG_AUTH"
+CORRECTIONS_ENV = "LESIONSEG_CORRECTIONS_DIR"
 MAX_EXAMPLES = 60
 PROG = "lesionseg app"
 
@@ -40,6 +41,7 @@ class LaunchConfig:
     tta: bool = False
     allow_pickle: bool = False
     threads: int | None = None
+    corrections_dir: str | None = None
 
 
 def parse_auth_pairs(text: str, where: str) -> list[tuple[str, str]]:
@@ -94,7 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests processed at once per action (1)")
     s.add_argument("--max-upload-mb", type=positive_int, default=200, help="largest upload per file in MB (200)")
     s.add_argument("--examples", metavar="DIR", help="a folder of your own photos to show as clickable examples")
+    s.add_argument("--corrections-dir", metavar="DIR", default=os.environ.get(CORRECTIONS_ENV) or None,
+                   help="turn on 'Save correction': corrected outlines are saved here as training data "
+                        f"(images/ + masks/, created if missing; default: ${CORRECTIONS_ENV}, else off)")
     return p
+
+
+def corrections_folder(value: str) -> str:
+    """``value`` as an absolute folder, created if missing; ValueError (one line) when it cannot be
+    created or written to."""
+    folder = Path(value).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--corrections-dir {value}: cannot be created ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--corrections-dir {value}: not writable; choose a folder you can write to")
+    return str(folder)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
@@ -126,11 +144,18 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
         examples = [str(f) for f in sorted(folder.iterdir()) if f.is_file() and is_image_file(f)][:MAX_EXAMPLES]
         if not examples:
             parser.error(f"--examples {ns.examples}: no images (.jpg, .png, ...) in this folder")
+    corrections = None
+    if ns.corrections_dir:
+        try:
+            corrections = corrections_folder(ns.corrections_dir)
+        except ValueError as e:
+            parser.error(str(e))
     return LaunchConfig(weights=ns.weights or None, revision=ns.revision,
                         device=ns.device, host=ns.host, port=ns.port, share=ns.share, auth=auth or None,
                         max_queue=ns.max_queue, concurrency=ns.concurrency, max_upload_mb=ns.max_upload_mb,
                         examples=examples, examples_dir=str(Path(ns.examples).expanduser().resolve())
-                        if ns.examples else None, tta=ns.tta, allow_pickle=ns.allow_pickle, threads=ns.threads)
+                        if ns.examples else None, tta=ns.tta, allow_pickle=ns.allow_pickle, threads=ns.threads,
+                        corrections_dir=corrections)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -4,6 +4,9 @@
 probability map at the model's own resolution plus the photo's full size) and a screen-size copy
 of the photo. The screen views, the measurements and the full-resolution mask download are all
 cut from that one prediction, by the Prediction's own methods.
+
+A corrected result (clicks, brush dabs: see :mod:`editing`) keeps the corrected prediction in the
+same place, so every view, measurement and download follows the correction unchanged.
 """
 from __future__ import annotations
 
@@ -11,30 +14,38 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
+from ..clicks import Click
 from ..data.io import ImageLoadError, load_image
 from ..data.transforms import resize_rgb
+from ..inference.edits import Stroke
 from ..inference.outputs import overlay, save_png
 from ..inference.prediction import Prediction
 from ..inference.predictor import Predictor
 from ..operating_points import validation_stats
 from ..utils.atomic import atomic_path
 from ..utils.sizes import fit_size, resize_rgb_to
-from .views import DISPLAY_MAX_SIDE, mask_views, render_views
+from .views import DISPLAY_MAX_SIDE, draw_clicks, mask_views, render_views
 
 DISCLAIMER = "Image measurements from a research segmentation model; not a diagnosis."
+
+Action = Union[Click, Stroke]  # one correction, in the photo's full-size pixel coordinates
 
 
 @dataclass
 class ImageResult:
     """A segmented photo (what the app keeps in ``gr.State``).
 
-    prediction: at the photo's full upright size (H, W); display: the photo at screen size
-    (h, w, 3) uint8; path: the photo file, read again at full resolution only for the overlay
-    download when it was decoded at a reduced scale; model_input: the photo at the model's
-    resolution (S, S, 3) uint8, kept so the flip-TTA views can be added later without decoding again.
+    prediction: at the photo's full upright size (H, W), corrected when ``actions`` are not empty;
+    display: the photo at screen size (h, w, 3) uint8; path: the photo file, read again at full
+    resolution only for the overlay download (and a saved correction) when it was decoded at a
+    reduced scale; model_input: the photo at the model's resolution (S, S, 3) uint8, kept so the
+    flip-TTA views or the click refiner can run later without decoding again; actions: the
+    corrections in the order made; uncorrected: the model's own prediction once corrected (None
+    while ``prediction`` is it).
     """
 
     name: str
@@ -43,6 +54,8 @@ class ImageResult:
     operating_points: list[dict]
     path: str | None = None
     model_input: np.ndarray | None = None
+    actions: tuple[Action, ...] = ()
+    uncorrected: Prediction | None = None
 
     @property
     def has_tta(self) -> bool:
@@ -56,6 +69,24 @@ class ImageResult:
     def display_size(self) -> tuple[int, int]:
         return self.display.shape[0], self.display.shape[1]
 
+    def to_photo(self, x: float, y: float) -> tuple[float, float]:
+        """A pixel of the screen-size views -> the same point in full-size photo coordinates."""
+        (h, w), (big_h, big_w) = self.display_size, self.full_size
+        return (x + 0.5) * big_w / w - 0.5, (y + 0.5) * big_h / h - 0.5
+
+    def to_display(self, x: float, y: float) -> tuple[float, float]:
+        """A full-size photo point -> the same point on the screen-size views."""
+        (h, w), (big_h, big_w) = self.display_size, self.full_size
+        return (x + 0.5) * w / big_w - 0.5, (y + 0.5) * h / big_h - 0.5
+
+    @property
+    def clicks(self) -> list[Click]:
+        return [a for a in self.actions if isinstance(a, Click)]
+
+    @property
+    def strokes(self) -> list[Stroke]:
+        return [a for a in self.actions if isinstance(a, Stroke)]
+
 
 def segment_file(predictor: Predictor, path: str | os.PathLike, name: str | None = None,
                  tta: bool | None = None) -> ImageResult:
@@ -64,7 +95,7 @@ def segment_file(predictor: Predictor, path: str | os.PathLike, name: str | None
     or too large file."""
     rgb, pred = predictor.predict_file(path, tta=tta)
     display = resize_rgb_to(rgb, fit_size(*pred.size, DISPLAY_MAX_SIDE))
-    keep = predictor.tta and pred.lowres_uncertainty is None  # for add_tta only
+    keep = (predictor.tta and pred.lowres_uncertainty is None) or predictor.can_refine
     return ImageResult(name or Path(path).name, pred, display, list(predictor.operating_points), str(path),
                        resize_rgb(rgb, predictor.img_size) if keep else None)
 
@@ -81,6 +112,8 @@ def measurements(result: ImageResult, threshold: float, mm_per_px: float | None 
     """Measurements at the analysis resolution, scaled to the photo, plus threshold context."""
     meas = result.prediction.with_threshold(threshold).measurements(mm_per_px)
     meas["threshold"] = round(float(threshold), 4)
+    if result.actions:
+        meas["corrections"] = {"clicks": len(result.clicks), "brush_dabs": len(result.strokes)}
     stats = validation_stats(result.operating_points, threshold)
     if stats:
         meas["validation_recall"] = round(stats["recall"], 4)
@@ -103,17 +136,26 @@ def rethreshold(result: ImageResult, threshold: float,
     """
     t = float(threshold)
     mask = result.prediction.mask_at(result.display_size, t)
-    return mask_views(result.display, mask), measurements(result, t, mm_per_px)
+    views = mask_views(result.display, mask)
+    if result.clicks:
+        views["overlay"] = draw_clicks(views["overlay"], [(*result.to_display(c.x, c.y), c.positive)
+                                                          for c in result.clicks])
+    return views, measurements(result, t, mm_per_px)
 
 
-def _full_rgb(result: ImageResult) -> np.ndarray:
-    # a photo that fits the screen is whole in ``display``; a larger one is read again, at full
-    # resolution, only for this download
+def full_rgb(result: ImageResult, strict: bool = False) -> np.ndarray:
+    """The photo at its full size (H, W, 3) uint8. A photo that fits the screen is whole in
+    ``display``; a larger one is read again from ``path``. Where that file is gone, the screen copy
+    enlarged (good enough for a download's overlay), or with ``strict`` a ValueError."""
     if result.path and result.display_size != result.full_size:
         try:
             return resize_rgb_to(load_image(result.path), result.full_size)
         except ImageLoadError:
-            pass
+            if strict:
+                raise ValueError(f"{result.name}: the full-resolution photo is no longer on the server; "
+                                 "drop it again") from None
+    elif strict and result.display_size != result.full_size:
+        raise ValueError(f"{result.name}: the full-resolution photo was not kept; drop it again")
     return resize_rgb_to(result.display, result.full_size)
 
 
@@ -125,7 +167,7 @@ def write_downloads(result: ImageResult, threshold: float, meas: dict, out_dir: 
     stem = Path(result.name).stem or "image"
     mask = result.prediction.with_threshold(threshold).mask
     mask_path = save_png(out / f"{stem}_mask.png", mask * np.uint8(255))
-    overlay_path = save_png(out / f"{stem}_overlay.png", overlay(_full_rgb(result), mask))
+    overlay_path = save_png(out / f"{stem}_overlay.png", overlay(full_rgb(result), mask))
     doc = {"file": result.name, "note": DISCLAIMER, **meas}
     json_path = out / f"{stem}_measurements.json"
     with atomic_path(json_path) as tmp:

@@ -52,6 +52,23 @@ def mask_views(rgb: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     return {"overlay": overlay(resize_rgb_to(rgb, mask.shape), mask), "mask": mask_view(mask)}
 
 
+POSITIVE_RGB = (40, 220, 60)
+NEGATIVE_RGB = (235, 40, 40)
+
+
+def draw_clicks(rgb: np.ndarray, points: list[tuple[float, float, bool]]) -> np.ndarray:
+    """A copy of ``rgb`` (h, w, 3) with a dot per correction click: green "lesion", red "not
+    lesion", white-rimmed so it shows on dark lesions and pale skin alike. points: (x, y, positive)
+    in ``rgb``'s pixels."""
+    out = np.ascontiguousarray(rgb).copy()
+    radius = max(4, round(max(out.shape[:2]) / 110))
+    for x, y, positive in points:
+        centre = (int(round(x)), int(round(y)))
+        cv2.circle(out, centre, radius + 2, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(out, centre, radius, POSITIVE_RGB if positive else NEGATIVE_RGB, -1, cv2.LINE_AA)
+    return out
+
+
 def render_views(rgb: np.ndarray, prediction: Prediction, threshold: float | None = None,
                  max_side: int = DISPLAY_MAX_SIDE) -> dict[str, np.ndarray]:
     """All four views of ``prediction`` at screen size (longest side <= ``max_side``).
