@@ -83,7 +83,7 @@ def agreement(fn: Fn, ref: np.ndarray, x: torch.Tensor, threshold: float) -> dic
 def forward_section(settings: Settings) -> dict[str, Any]:
     """Section 1 (+ data for 2): every forward variant at batch 1, timed and checked against fp32."""
     model = load_model(settings.weights)
-    images, source = real_images(settings, 20)
+    images, source = real_images(settings, settings.iters(20, 4))
     x = batch_of(images, model)
     x1 = x[:1].clone()
     t = model.inference_threshold

@@ -39,7 +39,8 @@ def _sync(fn: Callable[[], Any], device: str) -> Callable[[], None]:
 def _forward_rows(name: str, model: torch.nn.Module, size: int, settings: Settings,
                   device: str) -> list[dict[str, Any]]:
     rows = []
-    for batch in (1, 64) if not settings.quick else (1, 2):
+    size = 64 if settings.quick else size  # --quick: a smoke run of the same code
+    for batch in (1, 64) if not settings.quick else (1,):
         x = torch.randn(batch, 3, size, size, device=device)
         for variant, dtype, cl in (("fp32 eager NCHW", None, False), ("bf16 autocast + channels_last", torch.bfloat16, True)):
             m = model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
@@ -76,7 +77,7 @@ def _train_rows(settings: Settings, device: str) -> list[dict[str, Any]]:
     from .training import step_fn
 
     rows = []
-    size = 256 if not settings.quick else 128  # --quick: a smoke run of the same code
+    size = 256 if not settings.quick else 64  # --quick: a smoke run of the same code
     for batch in (8, 64) if not settings.quick else (2,):
         x = torch.randn(batch, 3, size, size, device=device)
         y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
