@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..clicks import Click, click_maps, iou, next_click
 from ..data.dataset import LesionDataset, seed_worker
 from ..data.pairing import collect_pairs, resolve_data_dir
-from ..data.split import load_split, make_split, save_split
+from ..data.split import save_split
 from ..data.transforms import train_transform
 from ..inference.weights import load_model
 from ..losses import get_loss, supervised_loss
@@ -38,6 +38,7 @@ from ..utils.atomic import atomic_write_text
 from .checkpoint import save_best
 from .config import TrainConfig
 from .epoch import Runtime, make_optimisation
+from .run_data import pairs_and_split
 
 log = logging.getLogger(__name__)
 CORRUPT_SHARE = 0.4  # share of training outlines replaced by a synthetic bad outline
@@ -212,15 +213,9 @@ def fit_refiner(cfg: TrainConfig, rt: Runtime, pairs_by_id: dict, split: dict[st
 
 
 def train_refiner(cfg: TrainConfig, rt: Runtime) -> RefineResult:
-    """Pair and split the data as :func:`~lesionseg.training.loop.fit` does, then :func:`fit_refiner`."""
-    from .loop import DEBUG_PAIRS, _resolve_pairs  # the same pairing and split rules as the model's training
-
-    pairs = _resolve_pairs(cfg)
-    if cfg.debug or cfg.limit:
-        pairs = pairs[: cfg.limit or DEBUG_PAIRS]
-    by_id = {p.id: p for p in pairs}
-    split = (load_split(cfg.split_file, list(by_id)) if cfg.split_file
-             else make_split(list(by_id), cfg.val_fraction, cfg.test_fraction, cfg.seed))
+    """Pair and split the data as the model's training does (:func:`run_data.pairs_and_split`),
+    then :func:`fit_refiner`."""
+    by_id, split, _ = pairs_and_split(cfg)
     run_dir = Path(cfg.output_dir) / (cfg.run_name or f"refiner_{time.strftime('%Y%m%d_%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_split(split, run_dir / "split.json")
