@@ -17,11 +17,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lesionseg"
 LAYERS: dict[str, float] = {
     "lesionseg": -1, "lesionseg.utils": -1,  # the package's __init__ (its version); file, size, device and CPU-ISA helpers
     "lesionseg.losses": 0, "lesionseg.metrics": 0, "lesionseg.postprocess": 0,
-    "lesionseg.measurements": 0, "lesionseg.operating_points": 0, "lesionseg.hub": 0,
+    "lesionseg.measurements": 0, "lesionseg.operating_points": 0, "lesionseg.hub": 0, "lesionseg.clicks": 0,
     "lesionseg.models": 1,
     "lesionseg.data": 2,
     "lesionseg.training": 3, "lesionseg.inference": 3,
-    "lesionseg.evaluation": 3.5, "lesionseg.reporting": 3.6,  # scoring a Predictor, and its report
+    "lesionseg.evaluation": 3.5, "lesionseg.evaluation_clicks": 3.5,  # scoring a Predictor (plain, with clicks)
+    "lesionseg.reporting": 3.6,  # and its report
     "lesionseg.cli": 4, "lesionseg.ui": 4,
     "lesionseg.__main__": 5,
 }

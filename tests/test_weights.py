@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lesionseg.inference.weights import (DEFAULT_WEIGHTS, WeightsError, default_weights_source,  # noqa: E402
-                                         load_model, resolve_device)
+                                         load_model)
+from lesionseg.utils.devices import resolve_device  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 
 SMALL = dict(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8])

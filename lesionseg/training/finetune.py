@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from ..inference.weights import WeightsError, load_model
+from ..models.weights import WeightsError, load_model
 from ..models import DSAttentionUNet
 from .config import TrainConfig
 

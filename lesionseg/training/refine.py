@@ -31,7 +31,7 @@ from ..data.dataset import LesionDataset, seed_worker
 from ..data.pairing import collect_pairs, resolve_data_dir
 from ..data.split import save_split
 from ..data.transforms import train_transform
-from ..inference.weights import load_model
+from ..models.weights import load_model
 from ..losses import get_loss, supervised_loss
 from ..models.refiner import click_refiner_from
 from ..utils.atomic import atomic_write_text
