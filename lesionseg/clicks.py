@@ -136,3 +136,21 @@ def number_of_clicks(ious: Sequence[float], target: float) -> int:
         if v >= target:
             return k
     return len(ious) - 1
+
+
+def progressive_merge(previous: np.ndarray, new: np.ndarray, click: Click, threshold: float) -> np.ndarray:
+    """FocalClick's progressive merge: the refiner's map ``new`` is taken only in the connected
+    region of pixels whose side of ``threshold`` it changed that holds the newest ``click`` (in the
+    maps' grid coordinates); everywhere else ``previous`` is kept, so a click never disturbs the
+    outline far from it. Both maps (S, S) float32; returns a new (S, S) map (``previous`` itself
+    where the click's pixel did not change side)."""
+    s_h, s_w = previous.shape
+    r, c = int(round(min(max(click.y, 0), s_h - 1))), int(round(min(max(click.x, 0), s_w - 1)))
+    changed = (np.greater_equal(previous, threshold) != np.greater_equal(new, threshold)).view(np.uint8)
+    if not changed[r, c]:
+        return previous
+    _, labels = cv2.connectedComponents(changed, connectivity=8)
+    region = labels == labels[r, c]
+    out = previous.copy()
+    out[region] = new[region]
+    return out

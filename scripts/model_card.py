@@ -12,6 +12,8 @@ from typing import Any
 
 from lesionseg.utils.atomic import atomic_write_text
 
+from refiner_card import refiner_section  # scripts/ is on sys.path when a script here runs
+
 ROWS = [("Dice", "dice_mean", "dice_std"), ("IoU (Jaccard)", "iou_mean", "iou_std"),
         ("Recall (sensitivity)", "recall_mean", "recall_std"), ("Precision", "precision_mean", "precision_std"),
         ("Specificity", "specificity_mean", "specificity_std"), ("Accuracy", "accuracy_mean", "accuracy_std")]
@@ -245,6 +247,9 @@ cut-off, can flip between them.
 In screening, missing lesion tissue costs more than outlining a little extra skin, so the default
 favours recall. The app offers this threshold as "Screening: high recall".
 """)
+    refiner = refiner_section(recipe, weights)
+    if refiner:
+        parts.append(refiner)
     parts.append("""## Intended use
 
 Decision support for outlining a skin lesion in a dermoscopic image, for clinicians and the

@@ -89,3 +89,17 @@ def test_cleanup_keeps_clicked_regions_and_clicked_holes():
     assert plain[37, 37] == 0 and plain[17, 17] == 1
     clicked = MaskCleanup(True, 0.1, keep=((37, 37),), clear=((17, 17),)).mask(prob, 0.5)
     assert clicked[37, 37] == 1 and clicked[17, 17] == 0 and clicked[10, 10] == 1
+
+
+def test_progressive_merge_changes_only_the_region_of_the_newest_click():
+    from lesionseg.clicks import progressive_merge
+
+    prev = np.zeros((40, 40), np.float32)
+    prev[10:20, 10:20] = 0.9
+    new = prev.copy()
+    new[10:20, 20:30] = 0.8  # grown next to the click: connected to it
+    new[35:38, 35:38] = 0.7  # a far-away change: not connected to the click
+    new[12, 12] = 0.95  # no change of side: ignored either way
+    out = progressive_merge(prev, new, Click(25, 15, True), 0.5)
+    assert (out[10:20, 20:30] == 0.8).all() and (out[35:38, 35:38] == 0).all() and out[12, 12] == np.float32(0.9)
+    assert progressive_merge(prev, new, Click(5, 5, True), 0.5) is prev  # the click's pixel did not change side

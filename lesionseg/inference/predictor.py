@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..clicks import Click, check_clicks, click_maps, to_model_coords
+from ..clicks import Click, check_clicks, click_maps, progressive_merge, to_model_coords
 from ..data.io import ImageLoadError, decode_image
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
@@ -220,13 +220,16 @@ class Predictor:
         return rgb, self.predict_batch([rgb], threshold=threshold, tta=tta, sizes=[size])[0]
 
     def refine(self, rgb: np.ndarray, clicks: Sequence[Click | tuple[float, float, bool]],
-               previous: Prediction | None = None, threshold: float | None = None) -> Prediction:
+               previous: Prediction | None = None, threshold: float | None = None, merge: bool = True) -> Prediction:
         """Correct an outline with clicks: one call of the click refiner.
 
         rgb: (H, W, 3) uint8, the photo as given to the prediction being corrected. clicks: every
         click so far, ``(x, y, positive)`` in ``rgb``'s pixel coordinates (positive: "this is
-        lesion"). previous: the Prediction being corrected (None: the plain prediction, one model
-        call more). The result has ``previous``'s size and threshold (or ``threshold``), the
+        lesion"), the newest last. previous: the Prediction being corrected (None: the plain
+        prediction, one model call more); only its probability map, size and threshold are read
+        (brush edits on it are not carried over). ``merge`` (FocalClick's progressive merge): the
+        refiner's map replaces the previous one only in the connected region it flipped that
+        holds the newest click, so a click never disturbs the outline away from it. The result has ``previous``'s size and threshold (or ``threshold``), the
         model's clean-up (which never drops a region holding a positive click nor fills a hole
         holding a negative one) and no TTA uncertainty; deterministic.
 
@@ -250,6 +253,8 @@ class Predictor:
                             click_maps(on_grid, s, self.refiner.click_radius)])
         prob = torch.sigmoid(self.refine_runner(torch.from_numpy(x[None])))[0, 0].numpy()
         self.calls += 1
+        if merge and on_grid:
+            prob = progressive_merge(prev, prob, on_grid[-1], t)
 
         def cell(c: Click) -> tuple[int, int]:
             return int(round(min(max(c.y, 0), s - 1))), int(round(min(max(c.x, 0), s - 1)))

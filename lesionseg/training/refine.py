@@ -7,8 +7,9 @@ the refiner also sees the large errors that photos from other clinics cause). Th
 drawn from 1..``max_clicks``: each goes to the current outline's larger error region (see
 :func:`lesionseg.clicks.next_click`), and all but the last are followed by a refiner call without
 gradients whose output becomes the next outline. The loss is taken on the last call. Validation
-simulates ``max_clicks`` clicks from the segmentation model's own outline and scores the mean IoU
-after 1..``max_clicks`` clicks.
+simulates ``max_clicks`` clicks from the segmentation model's own outline, each answered as
+:meth:`Predictor.refine` answers it (the refiner's map merged around the newest click), and scores
+the mean IoU after 1..``max_clicks`` clicks.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..clicks import Click, click_maps, iou, next_click
+from ..clicks import Click, click_maps, iou, next_click, progressive_merge
 from ..data.dataset import LesionDataset, seed_worker
 from ..data.pairing import collect_pairs, resolve_data_dir
 from ..data.split import save_split
@@ -116,7 +117,9 @@ def click_scores(base: torch.nn.Module, refiner: torch.nn.Module, loader: DataLo
         clicks: list[list[Click]] = [[] for _ in range(len(x))]
         for _ in range(n_clicks):
             add_clicks(prev, gts, clicks, threshold, None)
-            prev = _probs(refiner, refiner_input(x, prev, clicks, radius), rt)
+            new = _probs(refiner, refiner_input(x, prev, clicks, radius), rt)
+            # scored as Predictor.refine answers a click: merged around the newest click
+            prev = np.stack([progressive_merge(p, q, c[-1], threshold) for p, q, c in zip(prev, new, clicks)])
             for row, p, g in zip(rows, prev, gts):
                 row.append(iou(p >= threshold, g))
         ious += rows
