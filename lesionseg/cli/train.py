@@ -85,6 +85,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
               "its best model ships as WEIGHTS/refiner/")
     both("max_clicks", type=int, metavar="N", help="clicks simulated per image in refiner training (default 3)")
     both("click_radius", type=int, metavar="PX", help="click disk radius at the model's size (default 5)")
+    both("click_loss_weight", type=float, metavar="W",
+         help="extra BCE weight on the pixels around the newest simulated click (default 1; 0 turns it off)")
     p.add_argument("--config", metavar="YAML", help="options file; flags given here override it")
     p.add_argument("--model", metavar="JSON", default=None, type=json.loads,
                    help='model constructor arguments as JSON, e.g. \'{"encoder_channels": [16,32,64,128,256]}\'')

@@ -65,6 +65,8 @@ class TrainConfig:
     refiner_from: str | None = None
     max_clicks: int = 3
     click_radius: int = 5
+    # extra BCE weight on the pixels around the newest simulated click (see training/refine.py)
+    click_loss_weight: float = 1.0
     # fine-tuning: start from these weights (folder or Hub id; their config.json sets the model),
     # data_dir then holds the new data (clinicians' corrections), mixed with the original data in
     # mix_data ("none": the new data alone), which is split as the original run was; the new

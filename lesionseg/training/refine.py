@@ -100,6 +100,19 @@ def add_clicks(prev: np.ndarray, gts: np.ndarray, clicks: list[list[Click]], thr
         c.append(click)
 
 
+def click_focus_loss(outputs: torch.Tensor | tuple[torch.Tensor, ...], y: torch.Tensor, clicks: list[list[Click]],
+                     radius: int) -> torch.Tensor:
+    """BCE of the final logits (B, 1, S, S) against ``y`` over the pixels within 3 click radii of
+    the newest click only: what the progressive merge keeps of the refiner's answer is the region
+    around that click, so that is where the answer has to be right first."""
+    final = outputs[0] if isinstance(outputs, tuple) else outputs
+    s = final.shape[-1]
+    focus = torch.from_numpy(np.stack([click_maps(c[-1:], s, 3 * radius).sum(0, keepdims=True) for c in clicks]))
+    focus = focus.to(final.device)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(final.float(), y, reduction="none")
+    return (bce * focus).sum() / focus.sum().clamp_min(1.0)
+
+
 def _probs(model: torch.nn.Module, x: torch.Tensor, rt: Runtime) -> np.ndarray:
     model.eval()
     with torch.no_grad(), rt.autocast():
@@ -187,6 +200,8 @@ def fit_refiner(cfg: TrainConfig, rt: Runtime, pairs_by_id: dict, split: dict[st
             with rt.autocast():
                 outputs = refiner(rt.to_input(refiner_input(x, prev, clicks, radius)))
             loss = supervised_loss(outputs, y.to(rt.device), loss_fn, cfg.deep_supervision_decay)
+            if cfg.click_loss_weight > 0:
+                loss = loss + cfg.click_loss_weight * click_focus_loss(outputs, y.to(rt.device), clicks, radius)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(refiner.parameters(), cfg.grad_clip)
