@@ -148,3 +148,17 @@ def refiner_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = load_model(folder)
     click_refiner_from(model, dict(model._hub_mixin_config)).save_pretrained(folder / "refiner")
     return folder
+
+
+@pytest.fixture(scope="session")
+def app_server(refiner_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One ``python app.py`` shared by the app test modules that need no flags of their own: the
+    shipped weights with a click refiner (see :func:`refiner_weights`), ``--threads 1`` and
+    "Save correction" on (``.corrections`` is its folder). Starting a server costs seconds of the
+    suite's budget per module; each browser / client session has its own state in it."""
+    from app_server import AppServer
+
+    corrections = tmp_path_factory.mktemp("saved_corrections")
+    with AppServer("--threads", "1", "--weights", str(refiner_weights), "--corrections-dir", str(corrections)) as s:
+        s.corrections = corrections
+        yield s

@@ -24,9 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def server():
-    with AppServer("--threads", "1") as s:
-        yield s
+def server(app_server):
+    return app_server  # the suite's shared server (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_server import REPO_ROOT, AppServer
+from app_server import REPO_ROOT
 from conftest import draw_lesion
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -25,9 +25,8 @@ WAIT_MS = 600_000  # generous: CI machines can be slow and busy
 
 
 @pytest.fixture(scope="module")
-def server():
-    with AppServer("--threads", "1") as s:
-        yield s
+def server(app_server):
+    return app_server  # the suite's shared server (conftest.py)
 
 
 @pytest.fixture(scope="module")

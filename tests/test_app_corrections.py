@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_server import REPO_ROOT, AppServer
+from app_server import REPO_ROOT
 from conftest import draw_lesion
 from lesionseg.clicks import MAX_CLICKS, Click
 from lesionseg.inference import Prediction, Predictor
@@ -192,11 +192,8 @@ def test_corrections_dir_flag(tmp_path, capsys):
 # --- the running app -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(refiner_weights, tmp_path_factory):
-    corrections = tmp_path_factory.mktemp("saved_corrections")
-    with AppServer("--threads", "1", "--weights", str(refiner_weights), "--corrections-dir", str(corrections)) as s:
-        s.corrections = corrections
-        yield s
+def server(app_server):
+    return app_server  # the suite's shared server (conftest.py)
 
 
 @pytest.mark.slow
