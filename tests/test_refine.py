@@ -114,3 +114,20 @@ def test_train_refiner_with_train_cli_then_evaluate_clicks(tiny_model_dir, make_
                               timeout=120, cwd=REPO_ROOT)
         errors = [line for line in done.stderr.splitlines() if "error:" in line]
         assert done.returncode == 2 and len(errors) == 1, done.stderr
+
+
+def test_disk_baseline_and_refiner_share_the_click_protocol(tiny_model_dir, tiny_with_refiner, make_dataset):
+    from lesionseg.data.pairing import collect_pairs, resolve_data_dir
+    from lesionseg.evaluation_clicks import evaluate_clicks
+
+    pairs = collect_pairs(*resolve_data_dir(make_dataset(3, size=(64, 80))))
+    plain = Predictor.from_weights(tiny_model_dir, device="cpu")
+    disk = evaluate_clicks(plain, pairs, 2, method="disk")  # needs no refiner
+    assert disk["method"] == "disk" and len(disk["miou"]) == 3 and disk["n_images"] == 3
+    assert all(len(r["clicks"]) <= 2 and len(r["iou"]) == 3 for r in disk["per_image"])
+    with pytest.raises(RefineUnavailable):
+        evaluate_clicks(plain, pairs, 2)
+    with pytest.raises(ValueError, match="unknown click method"):
+        evaluate_clicks(plain, pairs, 2, method="grabcut")
+    refined = evaluate_clicks(Predictor.from_weights(tiny_with_refiner, device="cpu"), pairs, 2)
+    assert [r["iou"][0] for r in refined["per_image"]] == [r["iou"][0] for r in disk["per_image"]]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lesionseg.inference.weights import load_model
@@ -104,3 +105,45 @@ def test_evaluate_on_held_out_subset_keeps_dice_above_guard(real_data_dir: Path,
     committed = {row["id"]: row["dice"] for row in json.loads((RECIPE / "eval_test.json").read_text())["per_image"]}
     for row in result["per_image"]:
         assert row["dice"] == pytest.approx(committed[row["id"]], abs=0.01), row["id"]
+
+
+REFINER_RECIPE = RECIPE / "refiner"
+
+
+def test_shipped_refiner_loads_and_its_card_section_comes_from_committed_evaluations() -> None:
+    if not (WEIGHTS / "refiner" / "config.json").is_file():
+        pytest.skip("no click refiner shipped in weights/refiner/")
+    refiner = load_model(WEIGHTS / "refiner")
+    model = load_model(WEIGHTS)
+    assert refiner.click_conditioned and refiner.in_channels == 6
+    assert refiner.inference_img_size == model.inference_img_size
+    card = (WEIGHTS / "README.md").read_text()
+    assert "## Click refiner (`refiner/`)" in card
+    for name in ("eval_clicks_test.json", "eval_clicks_external.json"):
+        result = json.loads((REFINER_RECIPE / name).read_text())
+        assert result["n_clicks"] == 3 and result["n_images"] >= 100
+        assert " | ".join(f"{v:.3f}" for v in result["miou"]) in card, name
+    others = sorted((REFINER_RECIPE / "other_seeds").glob("*/eval_clicks_external.json"))
+    assert others, "the card compares a second seed of the refiner"
+
+
+def test_shipped_refiner_corrects_external_outlines_through_predictor_refine(real_data_dir: Path) -> None:
+    # a guard on a slice of the external set, by the evaluation protocol itself: clicks must help
+    if not (WEIGHTS / "refiner" / "config.json").is_file():
+        pytest.skip("no click refiner shipped in weights/refiner/")
+    from lesionseg.data.pairing import collect_pairs, resolve_data_dir
+    from lesionseg.evaluation_clicks import evaluate_clicks
+    from lesionseg.inference import Predictor
+
+    external = real_data_dir.parent / "isic2018_extra_256c"
+    if not (external / "images").is_dir():
+        pytest.skip(f"external set not found at {external}")
+    pairs = collect_pairs(*resolve_data_dir(external))[:N_GUARD]
+    result = evaluate_clicks(Predictor.from_weights(WEIGHTS, device="cpu"), pairs, n_clicks=3)
+    committed = {r["id"]: r["iou"] for r in json.loads((REFINER_RECIPE / "eval_clicks_external.json")
+                                                           .read_text())["per_image"]}
+    assert result["miou"][3] >= result["miou"][0] + 0.02, result["miou"]
+    # and it reproduces the committed numbers of these images (to the CPU path's rounding, which can
+    # move a later click by a pixel on some images: compared as a mean)
+    mine = [row["iou"][3] for row in result["per_image"]]
+    assert np.mean(mine) == pytest.approx(np.mean([committed[row["id"]][3] for row in result["per_image"]]), abs=0.01)

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clicks", type=int, default=None, metavar="N",
                    help="click-correction evaluation instead: mean IoU after 0..N simulated clicks through the "
                         "weights' click refiner, NoC@85 / NoC@90 (RITM protocol)")
+    p.add_argument("--click-method", choices=["refiner", "disk"], default="refiner",
+                   help="with --clicks: the refiner (default), or the naive baseline it has to beat: a disk of 5%% of "
+                        "the shorter side painted in or out at each click")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -76,12 +79,12 @@ def _evaluate_clicks(predictor, args: argparse.Namespace, ids: list[str] | None)
     from ..evaluation import select_pairs
     from ..evaluation_clicks import evaluate_clicks
 
-    if not predictor.can_refine:
+    if not predictor.can_refine and args.click_method == "refiner":
         raise ValueError(f"{predictor.source or 'the weights'}: no click refiner (refiner/ beside config.json) "
                          "to evaluate --clicks with; train one with train_cli.py --refiner-from WEIGHTS")
     pairs = (collect_dir_pairs(args.data_dir, args.mask_suffix, strict=ids is None) if args.data_dir
              else collect_pairs(args.images, args.masks, args.mask_suffix, strict=ids is None))
-    return evaluate_clicks(predictor, select_pairs(pairs, ids), args.clicks, args.threshold)
+    return evaluate_clicks(predictor, select_pairs(pairs, ids), args.clicks, args.threshold, args.click_method)
 
 
 def run(args: argparse.Namespace) -> int:
