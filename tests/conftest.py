@@ -162,3 +162,13 @@ def app_server(refiner_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     with AppServer("--threads", "1", "--weights", str(refiner_weights), "--corrections-dir", str(corrections)) as s:
         s.corrections = corrections
         yield s
+
+
+@pytest.fixture(scope="session")
+def tiny_app_server(tiny_model_dir: Path):
+    """One ``python app.py --weights <tiny model>`` shared by the security and bad-input modules,
+    which test the server's doors, not the model."""
+    from app_server import AppServer
+
+    with AppServer("--threads", "1", "--weights", str(tiny_model_dir)) as s:
+        yield s

@@ -69,9 +69,8 @@ ROUTES = ["/file={p}", "/gradio_api/file={p}", "/file/{p}", "/gradio_api/file/{p
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path):
-    with AppServer("--threads", "1", "--weights", str(tiny_model_dir)) as s:
-        yield s
+def server(tiny_app_server):
+    return tiny_app_server  # the suite's shared tiny-model server (conftest.py)
 
 
 def test_gradio_has_the_path_traversal_fixes() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app_server import QUIET_ENV, REPO_ROOT, AppServer, free_port
+from app_server import QUIET_ENV, REPO_ROOT, free_port
 from bad_inputs import GOOD, IMAGE_CASES, WEIGHTS_CASES, ImageCase, build_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -34,9 +34,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path):
-    with AppServer("--threads", "1", "--weights", str(tiny_model_dir)) as s:
-        yield s
+def server(tiny_app_server):
+    return tiny_app_server  # the suite's shared tiny-model server (conftest.py)
 
 
 @pytest.fixture(scope="module")
