@@ -29,6 +29,10 @@ def refiner_section(recipe: Path, weights: Path) -> str | None:
             f" | IoU < 0.65, 0 -> {n} clicks | NoC@85 | NoC@90 |")
     rows = [head, "|" + "---|" * (n + 6), _row(f"shipped (seed {info['seed']}), own test part", test),
             _row(f"shipped (seed {info['seed']}), external", ext)]
+    for name, label in (("eval_clicks_test_disk.json", "own test part"), ("eval_clicks_external_disk.json", "external")):
+        r = _read(folder / name)
+        if r:
+            rows.append(_row(f"naive baseline (a disk of 5% of the shorter side per click), {label}", r))
     for d in sorted((folder / "other_seeds").glob("*")):
         o_info = _read(d / "run_info.json") or {}
         for name, label in (("eval_clicks_test.json", "own test part"), ("eval_clicks_external.json", "external")):

@@ -7,6 +7,7 @@
 2. runs `lesionseg evaluate --clicks 3` (RITM protocol through Predictor.refine) on the held-out
    test IDs and on the external set, writing eval_clicks_test.json / eval_clicks_external.json into
    configs/isic2017_256/refiner/ with the run's history and run_info.json;
+   and the naive baseline (a disk painted at each click) into eval_clicks_*_disk.json;
 3. does the same for every --other run (another seed) with a temporary weights folder, into
    refiner/other_seeds/<run name>/, so the card can show the run-to-run spread;
 4. re-renders weights/README.md (scripts/model_card.py, which adds the refiner's section).
@@ -33,9 +34,10 @@ DATA = "../shared/data/isic2017_train_256"
 EXTERNAL = "../shared/data/isic2018_extra_256c"
 
 
-def evaluate_clicks(weights: Path, data_dir: str, ids: Path | None, out: Path, clicks: int) -> None:
+def evaluate_clicks(weights: Path, data_dir: str, ids: Path | None, out: Path, clicks: int,
+                    method: str = "refiner") -> None:
     cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(weights), "--data-dir", data_dir,
-           "--clicks", str(clicks), "--json", str(out)] + (["--ids", str(ids)] if ids else [])
+           "--clicks", str(clicks), "--click-method", method, "--json", str(out)] + (["--ids", str(ids)] if ids else [])
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -77,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shipped {best} -> {target}")
     dest = RECIPE / "refiner"
     record(args.run, args.weights, dest, args.clicks)
+    # the naive baseline the refiner has to beat, by the same protocol from the same outlines
+    evaluate_clicks(args.weights, DATA, RECIPE / "test_ids.txt", dest / "eval_clicks_test_disk.json", args.clicks,
+                    "disk")
+    evaluate_clicks(args.weights, EXTERNAL, None, dest / "eval_clicks_external_disk.json", args.clicks, "disk")
     for other in args.other:
         with tempfile.TemporaryDirectory() as d:
             w = Path(d) / "weights"
