@@ -40,22 +40,25 @@ def refiner_section(recipe: Path, weights: Path) -> str | None:
             if r:
                 rows.append(_row(f"seed {o_info.get('seed', '?')}, {label}", r))
     table = "\n".join(rows)
+    radius, side = config.get("click_radius", 5), config["inference_img_size"]
     return f"""## Click refiner (`refiner/`)
 
 A second DS-AttentionUNet, loaded beside the model by `Predictor.from_weights`, corrects an
 outline from a clinician's clicks (`Predictor.refine`, the app's click modes). Its input is the
-photo plus three channels: the outline being corrected (probabilities) and disks of
-{config.get('click_radius', 5)} px (at {config['inference_img_size']} px) at the positive and at
-the negative clicks. It starts as a copy of the model above with zero weights on the new channels
-and is fine-tuned with RITM-style iterative click simulation: the model's own outline of the
-augmented photo (or, for 40% of the images, a synthetic bad outline: too tight, too loose, half
-missing, a blob of skin, empty), then 1-{info['max_clicks']} clicks, each at the point farthest
-inside the larger error region, all but the last followed by a refiner call without gradients.
+photo plus three channels: the outline being corrected (probabilities) and disks of {radius} px
+(at {side} px) at the positive and at the negative clicks. It starts as a copy of the model above
+with zero weights on the new channels and is fine-tuned with RITM-style iterative click
+simulation: the model's own outline of the augmented photo (or, for 40% of the images, a
+synthetic bad outline: too tight, too loose, half missing, a blob of skin, empty), then 1 to
+{info['max_clicks']} clicks, each in the larger error region, all but the last followed by a
+refiner call without gradients; the loss adds a BCE on the pixels around the newest click. Its
+answer to a click replaces the outline only in the connected region it changed that holds the
+click (FocalClick's progressive merge).
 
-- Recipe: `{info['command']}` ({info['epochs']} epochs of {info['steps_per_epoch']} steps, batch
-  {info['batch_size']}, max LR {info['lr']}, {info['wall_minutes']} min on {info['hardware']}, 2 cores,
-  beside another seed's run); best epoch ({info['best_epoch']}) by the validation part's mean IoU after
-  1-{info['max_clicks']} clicks alone: the external set chose nothing.
+- Recipe: `{info['command']}`: {info['epochs']} epochs of {info['steps_per_epoch']} steps, batch
+  {info['batch_size']}, max LR {info['lr']}, {info['wall_minutes']} min on {info['hardware']} (2 cores,
+  beside another seed's run). Best epoch ({info['best_epoch']}) by the validation part's mean IoU
+  after 1 to {info['max_clicks']} clicks alone: the external set chose nothing.
 - Evaluation: `lesionseg evaluate --clicks {n}` at each mask's own resolution, from the model's own
   outline at the default threshold; the next click at the point farthest inside the larger error
   region (RITM's protocol), every call through `Predictor.refine`. Own test part: the 200 held-out
