@@ -107,10 +107,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _encode(rgb: np.ndarray, mask255: np.ndarray) -> tuple[bytes, bytes]:
-    jpeg, png = io.BytesIO(), io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(jpeg, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-    Image.fromarray(mask255).save(png, "PNG")
-    return jpeg.getvalue(), png.getvalue()
+    # encoded in memory: the files are then created whole by atomic_create_bytes
+    jpeg_buf, png_buf = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(jpeg_buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    Image.fromarray(mask255).save(png_buf, "PNG")
+    return jpeg_buf.getvalue(), png_buf.getvalue()
 
 
 def _candidates(base: str):

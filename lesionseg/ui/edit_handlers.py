@@ -104,7 +104,7 @@ class CorrectionHandlers:
         if result is None:
             return _warn(NO_PHOTO)
         try:
-            record = editing.save(result, self.corrections_dir, threshold, self.predictor.source)
+            record = editing.save_result(result, self.corrections_dir, threshold, self.predictor.source)
         except ValueError as e:
             return _warn(_sentence(str(e)))
         except OSError as e:

@@ -152,7 +152,7 @@ def parse_clicks(text: str | None) -> list[Any]:
     return value
 
 
-def save(result: ImageResult, folder: str | Path, threshold: float, model: str | None = None):
+def save_result(result: ImageResult, folder: str | Path, threshold: float, model: str | None = None):
     """Write the photo at full resolution, its corrected mask at ``threshold`` and what made it to
     ``folder`` (see :func:`lesionseg.data.corrections.save_correction`; never overwrites).
     Returns the CorrectionRecord; ValueError when the photo is gone or nothing was corrected."""
