@@ -42,7 +42,7 @@ from lesionseg.metrics import choose_threshold, operating_points  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
 from lesionseg.postprocess import NO_CLEANUP, MaskCleanup  # noqa: E402
 from lesionseg.training.config import TrainConfig, build_config, load_yaml  # noqa: E402
-from lesionseg.training.epoch import (Runtime, make_optimisation, predict_probs, train_epoch,  # noqa: E402
+from lesionseg.training.epoch import (Runtime, make_optimisation, predict_probs, seed_epoch, train_epoch,  # noqa: E402
                                       use_channels_last, validation_metrics)
 from lesionseg.training.loop import autocast_dtype, pick_device  # noqa: E402
 
@@ -134,9 +134,7 @@ def train_and_score(name: str, cfg: TrainConfig, split_file: Path = SPLIT) -> di
     for epoch in range(cfg.epochs):
         t = time.time()
         seed = cfg.seed * 1000 + epoch
-        gen.manual_seed(seed)
-        torch.manual_seed(seed)
-        train_ds.transform.set_random_seed(seed)
+        seed_epoch(seed, gen, train_ds)
         loss_sum, n = train_epoch(model, train_loader, steps, optimizer, scheduler, scaler, loss_fn,
                                   cfg.deep_supervision_decay, cfg.grad_clip, rt, f"{name} {epoch + 1}", None, epoch + 1)
         train_s = time.time() - t

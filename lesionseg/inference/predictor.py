@@ -229,9 +229,10 @@ class Predictor:
         prediction, one model call more); only its probability map, size and threshold are read
         (brush edits on it are not carried over). ``merge`` (FocalClick's progressive merge): the
         refiner's map replaces the previous one only in the connected region it flipped that
-        holds the newest click, so a click never disturbs the outline away from it. The result has ``previous``'s size and threshold (or ``threshold``), the
-        model's clean-up (which never drops a region holding a positive click nor fills a hole
-        holding a negative one) and no TTA uncertainty; deterministic.
+        holds the newest click, so a click never disturbs the outline away from it. The result
+        has ``previous``'s size and threshold (or ``threshold``), the model's clean-up (which
+        never drops a region holding a positive click nor fills a hole holding a negative one)
+        and no TTA uncertainty; deterministic.
 
         ValueError for a click outside the image, NaN or more than 50 clicks;
         :class:`RefineUnavailable` where the weights have no refiner.

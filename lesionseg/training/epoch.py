@@ -151,3 +151,12 @@ def validate(model: torch.nn.Module, shard_loader: DataLoader, rt: Runtime,
         rows = [r for part_rows, _ in parts for r in part_rows]
         pooled = sum((part_pooled for _, part_pooled in parts), np.zeros(4, dtype=np.int64))
     return aggregate(rows, tuple(int(v) for v in pooled)), probs, masks
+
+
+def seed_epoch(epoch_seed: int, loader_gen: torch.Generator, dataset: Any) -> None:
+    """Seed one epoch's shuffling (``loader_gen``), dropout (torch) and augmentation (the dataset's
+    transform) from ``epoch_seed``, so an epoch is the same whether or not the run was resumed before it."""
+    loader_gen.manual_seed(epoch_seed)
+    torch.manual_seed(epoch_seed)
+    if getattr(dataset, "transform", None) is not None:
+        dataset.transform.set_random_seed(epoch_seed)

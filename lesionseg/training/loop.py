@@ -28,7 +28,7 @@ from ..utils.devices import resolve_device
 from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
 from .distributed import Distributed
-from .epoch import (Runtime, make_optimisation, predict_probs, train_epoch, use_channels_last, validate,
+from .epoch import (Runtime, make_optimisation, predict_probs, seed_epoch, train_epoch, use_channels_last, validate,
                     validation_metrics)
 from .finetune import init_from_weights, weights_architecture
 from .plots import plot_history, save_epoch_samples
@@ -245,11 +245,9 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         # a per-epoch seed makes an epoch's shuffling and augmentation identical whether or not
         # the run was interrupted and resumed before it; each process augments with its own seed
         epoch_seed = cfg.seed * 1000 + epoch + RANK_SEED_STRIDE * ctx.rank
-        loader_gen.manual_seed(epoch_seed)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        torch.manual_seed(epoch_seed)
-        train_ds.transform.set_random_seed(epoch_seed)
+        seed_epoch(epoch_seed, loader_gen, train_ds)
         loss_sum, n_seen = train_epoch(train_model, train_loader, steps_per_epoch, optimizer, scheduler, scaler,
                                        loss_fn, cfg.deep_supervision_decay, cfg.grad_clip, rt,
                                        f"epoch {epoch + 1}/{cfg.epochs}", batch_log, epoch + 1)

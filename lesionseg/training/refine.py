@@ -38,7 +38,7 @@ from ..models.refiner import click_refiner_from
 from ..utils.atomic import atomic_write_text
 from .checkpoint import save_best
 from .config import TrainConfig
-from .epoch import Runtime, make_optimisation
+from .epoch import Runtime, make_optimisation, seed_epoch
 from .run_data import pairs_and_split
 
 log = logging.getLogger(__name__)
@@ -176,9 +176,7 @@ def fit_refiner(cfg: TrainConfig, rt: Runtime, pairs_by_id: dict, split: dict[st
     for epoch in range(cfg.epochs):
         t_epoch = time.time()
         seed = cfg.seed * 1000 + epoch
-        gen.manual_seed(seed)
-        torch.manual_seed(seed)
-        train_ds.transform.set_random_seed(seed)
+        seed_epoch(seed, gen, train_ds)
         rng = np.random.default_rng(seed)
         running, seen = 0.0, 0
         bar = tqdm(train_loader, total=steps, desc=f"refiner epoch {epoch + 1}/{cfg.epochs}", leave=False,

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class FrozenRunner:
-    """(B, C_in, S, S) float32 normalised (C_in 3, or 6 for the click refiner) -> (B, 1, S, S) float32 logits through ``eager`` (a private,
-    eval-mode, channels_last copy of the model that takes its input in ``dtype``).
+    """(B, C_in, S, S) float32 normalised (C_in 3, or 6 for the click refiner) -> (B, 1, S, S)
+    float32 logits through ``eager`` (a private, eval-mode, channels_last copy of the model that
+    takes its input in ``dtype``).
 
     Thread-safe: the trace is built once, under a lock, on first use. Subclasses prepare ``eager``
     and pass it with their ``name``; ``int8_convs`` counts convolutions computed in int8.
@@ -40,7 +41,8 @@ class FrozenRunner:
         with self._lock:
             if self._tried:
                 return
-            example = torch.zeros(1, int(getattr(self.eager, "in_channels", 3)), self.size, self.size, dtype=self.dtype)
+            channels = int(getattr(self.eager, "in_channels", 3))
+            example = torch.zeros(1, channels, self.size, self.size, dtype=self.dtype)
             example = example.contiguous(memory_format=torch.channels_last)
             try:
                 with warnings.catch_warnings():
