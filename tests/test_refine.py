@@ -131,3 +131,23 @@ def test_disk_baseline_and_refiner_share_the_click_protocol(tiny_model_dir, tiny
         evaluate_clicks(plain, pairs, 2, method="grabcut")
     refined = evaluate_clicks(Predictor.from_weights(tiny_with_refiner, device="cpu"), pairs, 2)
     assert [r["iou"][0] for r in refined["per_image"]] == [r["iou"][0] for r in disk["per_image"]]
+
+
+def test_refiner_loads_from_a_hub_repo_subfolder_offline(tiny_with_refiner, tiny_model_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from lesionseg.inference.weights import load_refiner
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for repo_name, source in (("with-refiner", tiny_with_refiner), ("plain", tiny_model_dir)):
+        repo = tmp_path / "hub" / f"models--someone--{repo_name}"
+        snap = repo / "snapshots" / commit
+        shutil.copytree(source, snap)  # the Hub's file layout: refiner/ is a subfolder of the repo
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    refiner = load_refiner("someone/with-refiner")
+    assert refiner is not None and refiner.click_conditioned
+    assert load_refiner("someone/plain") is None  # an older repo: the model alone
+    assert Predictor.from_weights("someone/with-refiner", device="cpu").can_refine
