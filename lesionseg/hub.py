@@ -11,8 +11,10 @@ class PublishError(RuntimeError):
     """Publishing failed; local outputs are untouched."""
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool = False, commit_message: str | None = None) -> str:
-    """Upload ``folder`` (config.json, model.safetensors, README.md) to model repo ``repo_id``.
+def push_folder(folder: str | Path, repo_id: str, private: bool = False, commit_message: str | None = None,
+                path_in_repo: str | None = None) -> str:
+    """Upload ``folder`` (config.json, model.safetensors, README.md) to model repo ``repo_id``, or
+    to its sub-folder ``path_in_repo`` (a click refiner goes to ``refiner/`` beside its model).
 
     The token comes from ``HF_TOKEN`` or a prior ``hf auth login``. Returns the commit URL.
     """
@@ -26,11 +28,12 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, commit_
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                 path_in_repo=path_in_repo,
                                  allow_patterns=["config.json", "model.safetensors", "README.md"],
                                  commit_message=commit_message or "Upload lesionseg DS-AttentionUNet")
     except OfflineModeIsEnabled:
         raise PublishError(f"cannot publish to {repo_id}: HF_HUB_OFFLINE is set (unset it, then run "
-                           f"`hf upload {repo_id} {folder}`)") from None
+                           f"`hf upload {repo_id} {folder}{' ' + path_in_repo if path_in_repo else ''}`)") from None
     except HfHubHTTPError as e:
         raise PublishError(f"cannot publish to {repo_id}: {str(e).splitlines()[0]} (check HF_TOKEN / `hf auth login` "
                            f"and the repo name, then run `hf upload {repo_id} {folder}`)") from None

@@ -87,10 +87,12 @@ def test_train_refiner_with_train_cli_then_evaluate_clicks(tiny_model_dir, make_
     cmd = [sys.executable, str(REPO_ROOT / "train_cli.py"), "--refiner-from", str(tiny_model_dir),
            "--data-dir", str(data), "--img-size", "64", "--epochs", "1", "--batch-size", "4",
            "--max-steps-per-epoch", "2", "--output-dir", str(out), "--run-name", "r", "--max-clicks", "2",
-           "--no-augment"]
+           "--no-augment", "--push-to-hub", "someone/lesion-model"]
     env = {**__import__("os").environ, **ENV}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # offline, publishing fails after the run's outputs are saved: exit 4, one line naming the sub-folder
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert "hf upload someone/lesion-model" in done.stderr and " refiner`" in done.stderr
     best = out / "r" / "models" / "best_model"
     rows = [json.loads(line) for line in (out / "r" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert {"val_miou@0", "val_miou@2", "score"} <= set(rows[0])

@@ -82,7 +82,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("click refiner")
     both("refiner_from", metavar="WEIGHTS",
          help="train the click refiner of these segmentation weights (a folder or Hub id) with simulated clicks; "
-              "its best model ships as WEIGHTS/refiner/")
+              "its best model ships as WEIGHTS/refiner/ (--push-to-hub REPO publishes it to REPO's refiner/)")
     both("max_clicks", type=int, metavar="N", help="clicks simulated per image in refiner training (default 3)")
     both("click_radius", type=int, metavar="PX", help="click disk radius at the model's size (default 5)")
     both("click_loss_weight", type=float, metavar="W",
@@ -169,7 +169,7 @@ def _train_refiner(cfg: Any, ctx: Any) -> int:
     from ..training.epoch import Runtime, use_channels_last
     from ..training.loop import autocast_dtype
     from ..training.refine import train_refiner
-    from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
+    from .common import EXIT_INPUT, EXIT_OK, EXIT_OUTPUT, EXIT_PUBLISH
 
     if ctx.enabled:
         print("error: the click refiner trains in one process; run it without torchrun", file=sys.stderr)
@@ -186,6 +186,15 @@ def _train_refiner(cfg: Any, ctx: Any) -> int:
         return EXIT_OUTPUT
     print(f"best refiner: {result.best_model_dir} (score {result.best_score:.4f}); run folder {result.run_dir}; "
           f"ship it as WEIGHTS/refiner/")
+    if cfg.push_to_hub:
+        from ..hub import PublishError, push_folder
+
+        try:  # beside the model it refines, where Predictor.from_weights looks for it
+            push_folder(result.best_model_dir, cfg.push_to_hub, path_in_repo="refiner",
+                        commit_message="Upload lesionseg click refiner")
+        except PublishError as e:
+            print(f"error: {e}; the run's outputs are saved in {result.run_dir}", file=sys.stderr)
+            return EXIT_PUBLISH
     return EXIT_OK
 
 
