@@ -79,6 +79,16 @@ def test_prediction_edits_follow_size_and_threshold():
             check_strokes(bad, (400, 600))
 
 
+def test_clicks_wait_for_the_flip_tta_views(predictor, photo):
+    from dataclasses import replace
+
+    ch = CorrectionHandlers(predictor)
+    pending = replace(segmented(predictor, photo), tta_pending=True)
+    calls = predictor.calls
+    out = ch.select(pending, editing.ADD, 15, 0.5, None, select([320, 240]))
+    assert "still being added" in out[5] and predictor.calls == calls  # no model call, the state kept
+
+
 def test_clicks_dots_undo_clear_and_downloads(predictor, photo):
     ch = CorrectionHandlers(predictor)
     result = segmented(predictor, photo)
@@ -87,6 +97,7 @@ def test_clicks_dots_undo_clear_and_downloads(predictor, photo):
     state, ov, mask, meas, files, line = ch.select(result, editing.ADD, 15, 0.5, None, select([320, 240]))
     assert predictor.calls == calls + 1 and files is None and "1 click (1 +, 0 −)" in line
     assert state.clicks == [Click(320.0, 240.0, True)] and state.uncorrected is result.prediction
+    assert state.prediction.threshold == 0.5  # refined at the slider's threshold, where it is shown
     r, g, b = ov[240, 320].astype(int)
     assert g > 180 and r < 100  # a green dot where the click was
     state2, ov2, *_, line2 = ch.select(state, editing.REMOVE, 15, 0.5, None, select([100, 420]))
@@ -211,7 +222,7 @@ def test_refine_api(server, photo, predictor):
     ov = np.asarray(Image.open(overlay).convert("RGB")).astype(int)
     assert ov[240, 320, 1] > 180 and ov[420, 100, 0] > 180  # both dots
     # the same clicks in this process give the same outline (to the fast path's rounding)
-    local = editing.rebuild(predictor, segmented(predictor, photo), tuple(Click(*c) for c in clicks))
+    local = editing.rebuild(predictor, segmented(predictor, photo), tuple(Click(*c) for c in clicks), 0.5)
     assert np.mean(local.prediction.with_threshold(0.5).mask.astype(bool) != mask) < 0.002
     for text, message in (("[[1, 2", "not valid JSON"), ('{"x": 1}', "expected a JSON list"),
                           ("[[700, 10, true]]", "outside the 640x480 image"),

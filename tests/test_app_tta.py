@@ -35,9 +35,11 @@ def test_first_outline_is_plain_and_the_tta_views_follow_in_one_more_call(tta_pr
     first = next(steps)
     result = first[0]
     assert tta_predictor.calls == 1 and not result.has_tta  # one plain view before anything shows
+    assert result.tta_pending  # correction clicks wait for the flipped views, which replace the state
     assert first[1].shape[:2] == (480, 640) and "adding flip TTA" in first[6]
     later = next(steps)
     assert tta_predictor.calls == 2 and later[0].has_tta and "· flip TTA" in later[6] and "adding" not in later[6]
+    assert not later[0].tta_pending
     assert [isinstance(v, dict) for v in later] == [False, True, True, False, False, True, False, True]
     with pytest.raises(StopIteration):
         next(steps)
@@ -57,7 +59,7 @@ def test_first_outline_is_plain_and_the_tta_views_follow_in_one_more_call(tta_pr
 def test_without_tta_one_update_and_no_model_input_kept(tmp_path):
     plain = Predictor.from_weights(device="cpu", tta=False, fast=False)
     steps = list(handlers.Handlers(plain).segment(str(_photo(tmp_path, 240, 320)), 0.4, None))
-    assert len(steps) == 1 and plain.calls == 1
+    assert len(steps) == 1 and plain.calls == 1 and not steps[0][0].tta_pending
     # the model input is kept only for the click refiner, where the weights have one
     assert (steps[0][0].model_input is not None) == plain.can_refine and "TTA" not in steps[0][6]
 

@@ -118,8 +118,6 @@ class TrainConfig:
             raise ValueError(f"--select-on {self.select_on} needs --external-dir DIR")
         if not 0 < self.external_recall_target <= 1:
             raise ValueError(f"--external-recall-target must lie in (0, 1], got {self.external_recall_target}")
-        if self.refiner_from and self.finetune:
-            raise ValueError("--refiner-from trains a click refiner and --finetune a segmentation model: pass one")
         if self.max_clicks < 1 or self.click_radius < 1:
             raise ValueError(f"--max-clicks and --click-radius must be >= 1, got {self.max_clicks}, {self.click_radius}")
         if self.mix_data is not None and not self.finetune:

@@ -32,8 +32,7 @@ from .epoch import (Runtime, make_optimisation, predict_probs, seed_epoch, train
                     validation_metrics)
 from .finetune import init_from_weights, weights_architecture
 from .plots import plot_history, save_epoch_samples
-from .run_data import DEBUG_PAIRS, pairs_and_split  # noqa: F401 - DEBUG_PAIRS: refine.py imports it from here
-from .run_data import resolve_pairs as _resolve_pairs  # noqa: F401 - refine.py's import
+from .run_data import pairs_and_split
 from .thresholds import tune_threshold
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,14 @@ API_UNAVAILABLE = ("these weights have no click refiner (a refiner/ folder besid
                    "need; send no clicks for the model's own outline, or serve weights with a refiner")
 
 
+def _slider(threshold: Any) -> float | None:
+    """The slider's value as a threshold, or None (the prediction's own) when it is not one."""
+    try:
+        return check_threshold(threshold)
+    except (TypeError, ValueError):
+        return None
+
+
 def _sentence(message: str) -> str:
     return message[:1].upper() + message[1:]
 
@@ -69,7 +77,10 @@ class CorrectionHandlers:
                 radius = max(float(brush_px), 1.0) * result.full_size[1] / result.display_size[1]
                 new = editing.add_dab(result, x, y, radius, add=mode == editing.BRUSH)
             else:
-                new = editing.add_click(self.predictor, result, x, y, positive=mode != editing.REMOVE)
+                if result.tta_pending:  # the flipped views would replace the state this click makes
+                    return self._kept("The flip TTA views are still being added: click again in a moment.")
+                new = editing.add_click(self.predictor, result, x, y, positive=mode != editing.REMOVE,
+                                        threshold=_slider(threshold))
         except RefineUnavailable:
             return self._kept(_sentence(editing.UNAVAILABLE) + ".")
         except (TypeError, ValueError) as e:
@@ -86,7 +97,7 @@ class CorrectionHandlers:
         if not result.actions:
             return self._kept("Nothing to undo: the outline is the model's own.")
         try:
-            return self._shown(editing.undo(self.predictor, result), threshold, mm_per_px)
+            return self._shown(editing.undo(self.predictor, result, _slider(threshold)), threshold, mm_per_px)
         except (ValueError, RuntimeError, MemoryError) as e:
             log.exception("undo failed for %s", result.name)
             return self._kept(f"Undo failed ({type(e).__name__}); the outline is kept. Clear starts again.")
@@ -109,7 +120,7 @@ class CorrectionHandlers:
             return _warn(_sentence(str(e)))
         except OSError as e:
             log.exception("saving the correction of %s failed", result.name)
-            return _warn(f"The correction could not be saved ({e.strerror or type(e).__name__}); "
+            return _warn(f"The correction could not be saved ({_sentence(str(e)) or type(e).__name__}); "
                          "check that the corrections folder is writable and has space.")
         gr.Info(html.escape(f"Correction saved as {record.id}."))
         return f"{self.describe(result)} Saved as **{html.escape(str(record.id))}**."
@@ -128,7 +139,7 @@ class CorrectionHandlers:
                 raise RefineUnavailable(API_UNAVAILABLE)
             result = session.segment_file(self.predictor, image, name=name)
             checked = check_clicks(wanted, result.full_size)
-            result = editing.rebuild(self.predictor, result, tuple(Click(*c) for c in checked))
+            result = editing.rebuild(self.predictor, result, tuple(Click(*c) for c in checked), t)
             views, meas = session.rethreshold(result, t, _mm(None))
             paths = session.write_downloads(result, t, meas, (self.work or default_work()).new("refine"))
         except ImageLoadError as e:

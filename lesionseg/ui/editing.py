@@ -48,18 +48,22 @@ def _model_input(predictor: Predictor, result: ImageResult):
     return resize_rgb(predictor.load(result.path)[0], predictor.img_size)
 
 
-def _refine(predictor: Predictor, result: ImageResult, clicks: list[Click], previous: Prediction) -> Prediction:
+def _refine(predictor: Predictor, result: ImageResult, clicks: list[Click], previous: Prediction,
+            threshold: float | None = None) -> Prediction:
     # refine on the kept (S, S) model input: the model sees exactly that photo, and the clicks
     # move to its grid as they would from any other copy of the photo
     if not predictor.can_refine:
         raise RefineUnavailable(UNAVAILABLE)
     grid = to_model_coords(clicks, result.full_size, predictor.img_size)
-    return predictor.refine(_model_input(predictor, result), grid, previous=previous)
+    # at the threshold the outline is shown at: the merge keeps the region the click flipped there
+    return predictor.refine(_model_input(predictor, result), grid, previous=previous, threshold=threshold)
 
 
-def rebuild(predictor: Predictor, result: ImageResult, actions: tuple[Action, ...]) -> ImageResult:
+def rebuild(predictor: Predictor, result: ImageResult, actions: tuple[Action, ...],
+            threshold: float | None = None) -> ImageResult:
     """``result`` with its corrections replaced by ``actions``, rebuilt from the model's own
-    prediction: one refiner call per click (as they were made), then the dabs. ValueError (one
+    prediction: one refiner call per click (as they were made, at ``threshold``: the slider's
+    value, None for the prediction's own), then the dabs. ValueError (one
     line) for a click or dab off the photo or too many; RefineUnavailable for clicks on weights
     without a refiner."""
     original = result.uncorrected if result.uncorrected is not None else result.prediction
@@ -70,19 +74,20 @@ def rebuild(predictor: Predictor, result: ImageResult, actions: tuple[Action, ..
     start = time.perf_counter()
     pred = original
     for k in range(1, len(clicks) + 1):
-        pred = _refine(predictor, result, clicks[:k], pred)
+        pred = _refine(predictor, result, clicks[:k], pred, threshold)
     if clicks:
         log.info("%s: %d click(s) replayed in %.2f s", result.name, len(clicks), time.perf_counter() - start)
     return replace(result, prediction=pred.with_edits(strokes), actions=tuple(actions), uncorrected=original)
 
 
-def add_click(predictor: Predictor, result: ImageResult, x: float, y: float, positive: bool) -> ImageResult:
+def add_click(predictor: Predictor, result: ImageResult, x: float, y: float, positive: bool,
+              threshold: float | None = None) -> ImageResult:
     """One more refiner click at (x, y) in full-size photo coordinates (one refiner call)."""
     if not predictor.can_refine:
         raise RefineUnavailable(UNAVAILABLE)
     clicks = check_clicks([*result.clicks, Click(x, y, positive)], result.full_size)
     # the dabs do not change the probabilities the refiner reads: the last prediction is the previous
-    refined = _refine(predictor, result, clicks, result.prediction)
+    refined = _refine(predictor, result, clicks, result.prediction, threshold)
     original = result.uncorrected if result.uncorrected is not None else result.prediction
     return replace(result, prediction=refined.with_edits(result.strokes), actions=(*result.actions, clicks[-1]),
                    uncorrected=original)
@@ -98,7 +103,7 @@ def add_dab(result: ImageResult, x: float, y: float, radius: float, add: bool) -
                    uncorrected=original)
 
 
-def undo(predictor: Predictor, result: ImageResult) -> ImageResult:
+def undo(predictor: Predictor, result: ImageResult, threshold: float | None = None) -> ImageResult:
     """``result`` without its last correction: a dab is unpainted (no model call), a click replays
     the clicks before it. Unchanged without corrections."""
     if not result.actions:
@@ -107,7 +112,7 @@ def undo(predictor: Predictor, result: ImageResult) -> ImageResult:
     if isinstance(result.actions[-1], Stroke):
         return replace(result, prediction=result.prediction.with_edits([a for a in rest if isinstance(a, Stroke)]),
                        actions=rest) if rest else clear(result)
-    return rebuild(predictor, result, rest)
+    return rebuild(predictor, result, rest, threshold)
 
 
 def clear(result: ImageResult) -> ImageResult:
@@ -171,7 +176,7 @@ def save_result(result: ImageResult, folder: str | Path, threshold: float, model
         "brush_strokes": [[round(s.x, 2), round(s.y, 2), round(s.radius, 2), s.add] for s in result.strokes],
         "actions": ["click" if isinstance(a, Click) else "brush" for a in result.actions],
         "model": weights_source(model),
-        "flip_tta": result.has_tta,
+        "flip_tta": (result.uncorrected or result.prediction).lowres_uncertainty is not None,
         "app": f"lesionseg {__version__}",
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -14,6 +14,7 @@ import math
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -121,20 +122,21 @@ class Handlers:
             yield (*empty[:6], _warn(f"{name}: could not be segmented ({type(e).__name__}: {msg})"), None)
             return
         tta = self.predictor.tta
-        yield (result, views["overlay"], views["mask"], views["probability"], views["uncertainty"],
-               format_measurements(meas), _status(result) + (" · adding flip TTA views…" if tta else ""), None)
+        yield (replace(result, tta_pending=tta), views["overlay"], views["mask"], views["probability"],
+               views["uncertainty"], format_measurements(meas),
+               _status(result) + (" · adding flip TTA views…" if tta else ""), None)
         if not tta:
             return
         try:
-            result = session.add_tta(self.predictor, result)
-            views = session.first_outputs(result, threshold, _mm(mm_per_px))[0]
+            with_tta = replace(session.add_tta(self.predictor, result), tta_pending=False)
+            views = session.first_outputs(with_tta, threshold, _mm(mm_per_px))[0]
         except (ValueError, MemoryError, RuntimeError) as e:
             log.exception("flip TTA failed for %s", name)
-            yield (*(gr.skip(),) * 6, _warn(f"{name}: the flip TTA views could not be added ({type(e).__name__}); "
-                                           "the plain outline is kept"), gr.skip())
+            yield (result, *(gr.skip(),) * 5, _warn(f"{name}: the flip TTA views could not be added "
+                                                    f"({type(e).__name__}); the plain outline is kept"), gr.skip())
             return
         skip = gr.skip()
-        yield result, skip, skip, views["probability"], views["uncertainty"], skip, _status(result), skip
+        yield with_tta, skip, skip, views["probability"], views["uncertainty"], skip, _status(with_tta), skip
 
     def apply_preset(self, preset: str | None) -> Any:
         """Preset name -> slider value (unchanged for an unknown name)."""

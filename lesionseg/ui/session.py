@@ -44,7 +44,8 @@ class ImageResult:
     resolution only for the overlay download (and a saved correction) when it was decoded at a
     reduced scale; model_input: the photo at the model's resolution (S, S, 3) uint8, kept so the
     flip-TTA views or the click refiner can run later without decoding again; actions: the
-    corrections in the order made; uncorrected: the model's own prediction once corrected (None
+    corrections in the order made; tta_pending: the app is still adding the flip-TTA views (which
+    replace the kept result, so clicks wait); uncorrected: the model's own prediction once corrected (None
     while ``prediction`` is it).
     """
 
@@ -56,6 +57,7 @@ class ImageResult:
     model_input: np.ndarray | None = None
     actions: tuple[Action, ...] = ()
     uncorrected: Prediction | None = None
+    tta_pending: bool = False
 
     @property
     def has_tta(self) -> bool:
