@@ -89,7 +89,7 @@ def create_demo(predictor, config: LaunchConfig):
                         with gr.Row():
                             mode = gr.Radio(editing.MODE_CHOICES, value=ch.default_mode, scale=3,
                                             label="Click on the overlay to", elem_id="edit-mode")
-                            brush = gr.Slider(2, 80, value=15, step=1, scale=2, label="Brush radius (px on screen)",
+                            brush = gr.Slider(2, 80, value=15, step=1, scale=2, label="Brush radius (px of the shown photo)",
                                               elem_id="brush-size")
                         with gr.Row():
                             undo = gr.Button("Undo", size="sm", elem_id="undo")
