@@ -18,6 +18,8 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from .utils.sizes import rescale_point
+
 MAX_CLICKS = 50
 NOC_TARGETS = (0.85, 0.90)
 
@@ -75,8 +77,13 @@ def check_clicks(clicks: Iterable[Any], size: tuple[int, int]) -> list[Click]:
 
 def to_model_coords(clicks: Sequence[Click], size: tuple[int, int], side: int) -> list[Click]:
     """Clicks in an (H, W) photo -> the same clicks on the model's (side, side) squash-resized grid."""
-    h, w = size
-    return [Click((c.x + 0.5) * side / w - 0.5, (c.y + 0.5) * side / h - 0.5, c.positive) for c in clicks]
+    return [Click(*rescale_point(c.x, c.y, size, (side, side)), c.positive) for c in clicks]
+
+
+def grid_cell(click: Click, shape: tuple[int, int]) -> tuple[int, int]:
+    """(row, col) of the pixel of an (h, w) = ``shape`` grid nearest to ``click`` (clamped inside it)."""
+    h, w = shape
+    return int(round(min(max(click.y, 0), h - 1))), int(round(min(max(click.x, 0), w - 1)))
 
 
 def click_maps(clicks: Sequence[Click], side: int, radius: int) -> np.ndarray:
@@ -84,8 +91,8 @@ def click_maps(clicks: Sequence[Click], side: int, radius: int) -> np.ndarray:
     (channel 1) clicks, given in the (side, side) grid's coordinates."""
     maps = np.zeros((2, side, side), np.uint8)
     for c in clicks:
-        centre = (int(round(min(max(c.x, 0), side - 1))), int(round(min(max(c.y, 0), side - 1))))
-        cv2.circle(maps[0 if c.positive else 1], centre, int(radius), 1, thickness=-1)
+        row, col = grid_cell(c, (side, side))
+        cv2.circle(maps[0 if c.positive else 1], (col, row), int(radius), 1, thickness=-1)
     return maps.astype(np.float32)
 
 
@@ -144,8 +151,7 @@ def progressive_merge(previous: np.ndarray, new: np.ndarray, click: Click, thres
     maps' grid coordinates); everywhere else ``previous`` is kept, so a click never disturbs the
     outline far from it. Both maps (S, S) float32; returns a new (S, S) map (``previous`` itself
     where the click's pixel did not change side)."""
-    s_h, s_w = previous.shape
-    r, c = int(round(min(max(click.y, 0), s_h - 1))), int(round(min(max(click.x, 0), s_w - 1)))
+    r, c = grid_cell(click, previous.shape)
     changed = (np.greater_equal(previous, threshold) != np.greater_equal(new, threshold)).view(np.uint8)
     if not changed[r, c]:
         return previous

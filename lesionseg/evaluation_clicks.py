@@ -19,9 +19,10 @@ from .data.io import load_image, load_mask
 from .data.pairing import DataError, Pair
 from .inference.edits import Stroke
 from .inference.predictor import Predictor
+from .metrics import ISIC_IOU_THRESHOLD
+from .utils.sizes import rescale_point
 
 log = logging.getLogger(__name__)
-FAILURE_IOU = 0.65  # ISIC's thresholded Jaccard counts an outline under this as a failure
 METHODS = ("refiner", "disk")
 DISK_FRACTION = 0.05  # the naive baseline's disk radius, as a share of the photo's shorter side
 
@@ -38,14 +39,13 @@ def click_trajectory(predictor: Predictor, rgb: np.ndarray, target: np.ndarray, 
     if method not in METHODS:
         raise ValueError(f"unknown click method {method!r}; valid: {', '.join(METHODS)}")
     size = target.shape[:2]
-    sy, sx = rgb.shape[0] / size[0], rgb.shape[1] / size[1]
     pred = predictor.predict_batch([rgb], threshold=threshold, tta=False, sizes=[size])[0]
     plain, radius = pred, DISK_FRACTION * min(size)
     ious, clicks, dabs = [iou(pred.mask, target)], [], []
     for _ in range(n_clicks):
         c = next_click(pred.mask, target)
         if c is not None:  # an exact outline gets no more clicks and keeps its IoU
-            clicks.append(Click((c.x + 0.5) * sx - 0.5, (c.y + 0.5) * sy - 0.5, c.positive))
+            clicks.append(Click(*rescale_point(c.x, c.y, size, rgb.shape[:2]), c.positive))
             if method == "refiner":
                 pred = predictor.refine(rgb, clicks, previous=pred)
             else:
@@ -75,7 +75,7 @@ def evaluate_clicks(predictor: Predictor, pairs: Sequence[Pair], n_clicks: int =
     curve = np.asarray([r["iou"] for r in rows])
     out = {"n_images": len(rows), "threshold": t, "n_clicks": n_clicks, "method": method,
            "miou": [float(v) for v in curve.mean(0)],
-           "failure_rate": [float(v) for v in (curve < FAILURE_IOU).mean(0)]}
+           "failure_rate": [float(v) for v in (curve < ISIC_IOU_THRESHOLD).mean(0)]}
     for g in NOC_TARGETS:
         key = f"noc@{round(g * 100)}"
         out[key] = float(np.mean([r[key] for r in rows]))

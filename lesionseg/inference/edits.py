@@ -14,6 +14,8 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..utils.sizes import rescale_point
+
 MAX_STROKES = 1000
 # a scaled disk never shrinks below the nearest pixel centre: a dab always paints something
 MIN_RADIUS = math.sqrt(0.5)
@@ -68,7 +70,7 @@ def paint(mask: np.ndarray, strokes: Sequence[Stroke], size: tuple[int, int]) ->
     h, w = mask.shape
     sx, sy = w / big_w, h / big_h
     for s in strokes:
-        cx, cy = (s.x + 0.5) * sx - 0.5, (s.y + 0.5) * sy - 0.5
+        cx, cy = rescale_point(s.x, s.y, size, (h, w))
         rx, ry = max(s.radius * sx, MIN_RADIUS), max(s.radius * sy, MIN_RADIUS)
         x0, x1 = max(math.ceil(cx - rx), 0), min(math.floor(cx + rx), w - 1)
         y0, y1 = max(math.ceil(cy - ry), 0), min(math.floor(cy + ry), h - 1)

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..clicks import Click, check_clicks, click_maps, progressive_merge, to_model_coords
+from ..clicks import Click, check_clicks, click_maps, grid_cell, progressive_merge, to_model_coords
 from ..data.io import ImageLoadError, decode_image
 from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
@@ -257,12 +257,9 @@ class Predictor:
         if merge and on_grid:
             prob = progressive_merge(prev, prob, on_grid[-1], t)
 
-        def cell(c: Click) -> tuple[int, int]:
-            return int(round(min(max(c.y, 0), s - 1))), int(round(min(max(c.x, 0), s - 1)))
-
         cleanup = self.cleanup
         if cleanup.active:
             cleanup = MaskCleanup(cleanup.fill_holes, cleanup.min_region_fraction,
-                                  keep=tuple(cell(c) for c in on_grid if c.positive),
-                                  clear=tuple(cell(c) for c in on_grid if not c.positive))
+                                  keep=tuple(grid_cell(c, (s, s)) for c in on_grid if c.positive),
+                                  clear=tuple(grid_cell(c, (s, s)) for c in on_grid if not c.positive))
         return Prediction(prob, previous.size, t, cleanup)

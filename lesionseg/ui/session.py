@@ -27,7 +27,7 @@ from ..inference.prediction import Prediction
 from ..inference.predictor import Predictor
 from ..operating_points import validation_stats
 from ..utils.atomic import atomic_path
-from ..utils.sizes import fit_size, resize_rgb_to
+from ..utils.sizes import fit_size, rescale_point, resize_rgb_to
 from .views import DISPLAY_MAX_SIDE, draw_clicks, mask_views, render_views
 
 DISCLAIMER = "Image measurements from a research segmentation model; not a diagnosis."
@@ -73,13 +73,11 @@ class ImageResult:
 
     def to_photo(self, x: float, y: float) -> tuple[float, float]:
         """A pixel of the screen-size views -> the same point in full-size photo coordinates."""
-        (h, w), (big_h, big_w) = self.display_size, self.full_size
-        return (x + 0.5) * big_w / w - 0.5, (y + 0.5) * big_h / h - 0.5
+        return rescale_point(x, y, self.display_size, self.full_size)
 
     def to_display(self, x: float, y: float) -> tuple[float, float]:
         """A full-size photo point -> the same point on the screen-size views."""
-        (h, w), (big_h, big_w) = self.display_size, self.full_size
-        return (x + 0.5) * w / big_w - 0.5, (y + 0.5) * h / big_h - 0.5
+        return rescale_point(x, y, self.full_size, self.display_size)
 
     @property
     def clicks(self) -> list[Click]:

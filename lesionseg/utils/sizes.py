@@ -1,4 +1,4 @@
-"""Image sizes: fit a photo inside a bound, resize an RGB image to a size."""
+"""Image sizes: fit a photo inside a bound, move a point or resize an RGB image to another size."""
 from __future__ import annotations
 
 import cv2
@@ -11,6 +11,13 @@ def fit_size(height: int, width: int, max_side: int) -> tuple[int, int]:
         raise ValueError(f"invalid size {height}x{width}")
     s = min(1.0, max_side / max(height, width))
     return max(1, round(height * s)), max(1, round(width * s))
+
+
+def rescale_point(x: float, y: float, from_size: tuple[int, int], to_size: tuple[int, int]) -> tuple[float, float]:
+    """A point (x, y) of an image of (H, W) = ``from_size`` (pixel centres at integers) -> the same
+    point of the image resized to ``to_size``."""
+    (fh, fw), (th, tw) = from_size, to_size
+    return (x + 0.5) * tw / fw - 0.5, (y + 0.5) * th / fh - 0.5
 
 
 def resize_rgb_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
