@@ -3,7 +3,8 @@ ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA): where bf16 is native, the model hel
 elsewhere in exact fp32 (:mod:`.fp32`); both channels_last and frozen by TorchScript (:mod:`.frozen`),
 with module rewrites for the shapes PyTorch's CPU kernels handle poorly: attention gates computed
 channels-first (:mod:`.gate`), narrow upsampling and pooling as row-wise calls (:mod:`.resample`)
-and, on the bf16 path, int8 convolutions below full resolution (:mod:`.int8`). Each rewrite finds
+and, on the bf16 path, GroupNorms with one channel per group in fp32 (:mod:`.norm`) and int8
+convolutions below full resolution (:mod:`.int8`). Each rewrite finds
 its targets by type (:func:`.swap.swap_modules`) and keeps the model's function and weights."""
 from ...utils.cpu_isa import cpu_bf16_supported, describe
 from .bf16 import FrozenBF16Runner

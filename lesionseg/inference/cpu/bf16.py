@@ -4,7 +4,8 @@ bf16 autocast re-casts the fp32 weights and casts activations around every convo
 call; holding the weights in bf16 removes that. The full-resolution attention gate is recomputed
 with its intermediates channels-first (:mod:`.gate`), and the narrow upsampling and pooling as
 row-wise lerp / maximum calls (:mod:`.resample`): PyTorch's channels_last bf16 kernels for them
-vectorise over channels, and these levels have fewer channels than one vector holds. benchmarks/
+vectorise over channels, and these levels have fewer channels than one vector holds. For the same
+reason GroupNorms with one channel per group run in fp32 (:mod:`.norm`). benchmarks/
 measures each step. Where bf16 is not native, :mod:`.fp32` is the fast path.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ...utils.cpu_isa import cpu_bf16_supported
 from .frozen import FrozenRunner
 from .gate import use_channels_first_gates
 from .int8 import cpu_int8_supported, use_int8_convs
+from .norm import use_fp32_narrow_norms
 from .resample import use_fast_resampling
 
 __all__ = ["FrozenBF16Runner", "Fp32Encoder", "cpu_bf16_supported"]
@@ -59,6 +61,7 @@ class FrozenBF16Runner(FrozenRunner):
         if self.fp32_encoder:
             eager.encoder = Fp32Encoder(copy.deepcopy(model.encoder).eval())
         self.gates_swapped = use_channels_first_gates(eager)
+        self.norms_swapped = use_fp32_narrow_norms(eager)
         self.resampling_swapped = use_fast_resampling(eager)
         # int8 only where the CPU has int8 dot products: without them oneDNN's int8 kernels have no
         # faster instructions to use than bf16's
