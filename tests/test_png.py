@@ -30,13 +30,14 @@ def _decode_pil(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (9, 1, 3), (33, 65, 3), (40, 30, 4), (17, 23)])
 @pytest.mark.parametrize("content", ["noise", "gradient"])
-def test_round_trip_is_exact_in_two_decoders(shape, content):
+@pytest.mark.parametrize("up", [True, False])
+def test_round_trip_is_exact_in_two_decoders(shape, content, up):
     rng = np.random.default_rng(sum(shape))
     if content == "noise":  # every byte value and wrap-around of the Up filter occurs
         a = rng.integers(0, 256, size=shape, dtype=np.uint8)
     else:
         a = (np.indices(shape).sum(axis=0) * 7 % 256).astype(np.uint8)
-    data = png.encode_png(a)
+    data = png.encode_png(a, up=up)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     np.testing.assert_array_equal(_decode_cv2(data), a)
     np.testing.assert_array_equal(_decode_pil(data), a)
@@ -54,6 +55,19 @@ def test_smaller_than_opencv_on_a_photo(real_photo):
     assert ok
     assert len(ours) < len(theirs)
     np.testing.assert_array_equal(_decode_cv2(ours), real_photo)
+
+
+@pytest.mark.parametrize("values", [(0, 1), (0, 7), (3, 255)])
+def test_masks_are_written_unfiltered_as_0_and_255(values, tmp_path):
+    """Any nonzero value is lesion; masks take ISA-L without the row filter (their runs compress best)."""
+    rng = np.random.default_rng(values[1])
+    m = np.where(rng.random((37, 53)) > 0.5, values[1], values[0]).astype(np.uint8)
+    m[10:30, 5:45] = values[1]  # a solid region among the noise
+    path = outputs.save_mask_png(tmp_path / "m.png", m)
+    want = np.where(m != 0, 255, 0).astype(np.uint8)
+    for decode in (_decode_cv2, _decode_pil):
+        np.testing.assert_array_equal(decode(path.read_bytes()), want)
+    assert path.read_bytes() == png.encode_png(want, up=False)
 
 
 def test_rejects_what_png_cannot_hold():

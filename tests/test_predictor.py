@@ -275,3 +275,22 @@ def test_overlay_only_touches_the_lesion() -> None:
     assert np.array_equal(overlay(rgb, np.zeros_like(mask)), rgb)
     assert isinstance(Prediction.from_arrays(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), 0.5).lesion_fraction,
                       float)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("size", [(300, 417), (64, 50)])
+def test_full_size_mask_is_the_clipped_probability_cut_at_the_threshold(t: float, size: tuple[int, int]) -> None:
+    """The mask skips clamping the resampled map to [0, 1] (one pass less per photo); it must equal
+    the clamped map cut at the same threshold, t = 0 (every pixel) and t = 1 included."""
+    rng = np.random.default_rng(0)
+    low = cv2.GaussianBlur(rng.random((128, 128)).astype(np.float32), (0, 0), 3)
+    low = np.clip((low - low.min()) / (low.max() - low.min()), 0, 1)
+    low[40:60, 40:60] = 1.0
+    low[:10] = 0.0
+    pred = Prediction(low, size, t)
+    want = (pred.prob >= t).astype(np.uint8)  # the kept full-size map, clamped to [0, 1]
+    fresh = Prediction(low, size, t)  # the mask computed first, before .prob
+    np.testing.assert_array_equal(fresh.mask, want)
+    np.testing.assert_array_equal(pred.mask, want)
+    np.testing.assert_array_equal(Prediction(low, (128, 128), 0.5).mask_at(size, t), want)
+    assert fresh.mask.dtype == np.uint8 and fresh.mask.flags.writeable

@@ -79,14 +79,15 @@ def _png_params(a: np.ndarray, compression: int) -> list[int]:
 def encode_png(array: np.ndarray, compression: int = 1) -> bytes:
     """(H, W) gray or (H, W, 3) RGB uint8 -> PNG bytes (level 1: fast, still lossless).
 
-    Colour images go through :mod:`.png` (numpy row filter + ISA-L deflate: faster than OpenCV's
-    zlib and smaller files); gray masks through OpenCV's run-length mode, which suits them better.
+    Both go through :mod:`.png` (numpy row filter + ISA-L deflate: faster than OpenCV's zlib, and
+    smaller files for photos); gray images unfiltered, as masks compress best. OpenCV (run-length
+    mode for gray) where ``isal`` is missing or ``compression`` is 0.
     """
     a = np.asarray(array)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
         raise ValueError(f"cannot encode array of dtype {a.dtype} and shape {a.shape} as PNG")
-    if a.ndim == 3 and compression > 0 and png.available() and a.size:
-        return png.encode_png(a, level=min(int(compression), 3))
+    if compression > 0 and png.available() and a.size:
+        return png.encode_png(a, level=min(int(compression), 3), up=a.ndim == 3)
     if a.ndim == 3:
         a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR if a.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     ok, buf = cv2.imencode(".png", a, _png_params(a, compression))
@@ -107,8 +108,8 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
 def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> Path:
     """Write a {0, 1} (or any nonzero = lesion) (H, W) mask as a 0 / 255 gray PNG, atomically."""
     a = np.ascontiguousarray(mask, dtype=np.uint8)
-    # array against array: OpenCV would take a 1 x 1 mask for a scalar and refuse the comparison
-    return save_png(path, cv2.compare(a, np.zeros_like(a), cv2.CMP_NE))
+    # one pass: every nonzero value becomes 255 (uint8 > 0)
+    return save_png(path, cv2.threshold(a, 0, 255, cv2.THRESH_BINARY)[1])
 
 
 def parse_output_kinds(text: str) -> tuple[str, ...]:

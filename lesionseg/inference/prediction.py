@@ -31,18 +31,25 @@ def check_threshold(t: float) -> float:
 
 
 def binarize(prob: np.ndarray, t: float) -> np.ndarray:
-    """(H, W) probabilities -> uint8 {0, 1} mask of ``prob >= t`` in one pass (a bool array viewed as uint8)."""
+    """(H, W) probabilities -> uint8 {0, 1} mask of ``prob >= t`` in one pass (a bool array viewed as uint8).
+
+    ``t <= 0`` marks every pixel, also where resampling left a probability a rounding error below 0."""
+    if t <= 0:
+        return np.ones(prob.shape, dtype=np.uint8)
     return np.greater_equal(prob, t).view(np.uint8)
 
 
-def resize_prob(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) float32 -> (H, W) float32 in [0, 1]; bilinear, area-averaged when shrinking both sides."""
+def resize_prob(prob: np.ndarray, size: tuple[int, int], clip: bool = True) -> np.ndarray:
+    """(h, w) float32 -> (H, W) float32 in [0, 1]; bilinear, area-averaged when shrinking both sides.
+
+    ``clip=False`` skips the pass that clamps rounding errors to [0, 1]: for a mask cut at once with
+    :func:`binarize` (both interpolations are weighted means, so nothing else leaves the range)."""
     h, w = size
     if prob.shape == (h, w):
         return np.ascontiguousarray(prob, dtype=np.float32)
     interp = cv2.INTER_AREA if h < prob.shape[0] and w < prob.shape[1] else cv2.INTER_LINEAR
     out = cv2.resize(prob.astype(np.float32, copy=False), (w, h), interpolation=interp)
-    return np.clip(out, 0.0, 1.0, out=out)  # in place: no second full-size array
+    return np.clip(out, 0.0, 1.0, out=out) if clip else out  # in place: no second full-size array
 
 
 class Prediction:
@@ -89,7 +96,9 @@ class Prediction:
     def mask(self) -> np.ndarray:
         if self._mask is None:
             cleaned = self.cleanup.apply(self.lowres, self.threshold)
-            mask = binarize(self.prob if cleaned is None else resize_prob(cleaned, self.size), self.threshold)
+            full = self._prob if cleaned is None and self._prob is not None else \
+                resize_prob(self.lowres if cleaned is None else cleaned, self.size, clip=False)
+            mask = binarize(full, self.threshold)
             self._mask = paint(mask, self.edits, self.size) if self.edits else mask
         return self._mask
 
@@ -115,7 +124,7 @@ class Prediction:
         if tuple(size) == self.size and t == self.threshold:
             return self.mask
         cleaned = self.cleanup.apply(self.lowres, t)
-        mask = binarize(resize_prob(self.lowres if cleaned is None else cleaned, tuple(size)), t)
+        mask = binarize(resize_prob(self.lowres if cleaned is None else cleaned, tuple(size), clip=False), t)
         return paint(mask, self.edits, self.size) if self.edits else mask
 
     def with_threshold(self, t: float) -> "Prediction":
