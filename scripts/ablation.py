@@ -48,7 +48,8 @@ def record(run: Path) -> None:
     model_cfg = json.loads((best / "config.json").read_text())
     info = {"run": run.name, "encoder": model_cfg.get("encoder_name", "unet"),
             "augment_preset": cfg.get("augment_preset", "standard"), "epochs": len(history), "seed": cfg["seed"],
-            "lr": cfg["lr"], "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
+            "lr": cfg["lr"], "full_res_channels": model_cfg["decoder_channels"][-1],
+            "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
             "best_epoch": max(history, key=lambda h: h.get("score", h["val_dice"]))["epoch"],
             "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1)}
     (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -72,6 +73,8 @@ def table() -> str:
         info = json.loads((folder / "run_info.json").read_text())
         label = (f"{info['encoder']}{' (ImageNet)' if info['encoder'] != 'unet' else ''}, {info['augment_preset']}, "
                  f"{info['epochs']} epochs (best {info['best_epoch']}), seed {info['seed']}")
+        if info.get("full_res_channels", 16) != 16:  # runs recorded before the width varied had 16
+            label += f", {info['full_res_channels']} channels at full resolution"
         lines.append(_row(label, json.loads((folder / "eval_test.json").read_text()),
                           json.loads((folder / "eval_external.json").read_text())))
     return "\n".join(lines)

@@ -249,3 +249,22 @@ def test_report_renders_recorded_gpu_and_accuracy_and_judges_the_peer_target() -
     assert peer_row(worse)[2] == "**not met**"
     worse["peer_accuracy"] = None
     assert peer_row(worse)[2] == "**not met**" and "not measured" in peer_row(worse)[1]
+
+
+def test_width_benchmark_compares_models_and_rejects_a_folder_without_config(tmp_path: Path) -> None:
+    from benchmarks import width
+
+    lean = tmp_path / "lean"
+    DSAttentionUNet(**SMALL).save_pretrained(lean)
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    (evals / "eval_test.json").write_text('{"dice_mean": 0.5, "failure_rate": 0.25, "threshold": 0.3}')
+    out = tmp_path / "w.md"
+    assert width.main(["--quick", "--model", "small", str(lean), str(evals), "--model", "again", str(lean),
+                       "--output", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| small") or line.startswith("| again")]
+    assert len(rows) == 2 and "8 + 8" in rows[0] and "0.5000 / -" in rows[0] and "25.0% / -" in rows[0]
+    result = __import__("json").loads(out.with_suffix(".json").read_text())
+    assert all(r["speedup"] > 0 and r["default_ms"] > 0 and 0 <= r["mask_dice_vs_exact"] <= 1 for r in result["rows"])
+    with pytest.raises(SystemExit):
+        width.main(["--model", "none", str(tmp_path / "missing")])
