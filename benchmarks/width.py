@@ -55,7 +55,8 @@ def measure(models: list[tuple[str, Path, Path | None]], settings: Settings) -> 
         timed = time_interleaved({"exact": lambda: exact.predict(rgb).mask, "default": lambda: ours.predict(rgb).mask},
                                  settings.iters(40, 2), warmup=settings.iters(5, 1))
         cfg = json.loads((Path(weights) / "config.json").read_text())
-        rows.append({"label": label, "weights": str(weights), "path": describe(ours),
+        rows.append({"label": label, "weights": str(weights), "evals": str(evals) if evals else None,
+                     "path": describe(ours),
                      "encoder_channels": cfg.get("encoder_channels"), "decoder_channels": cfg.get("decoder_channels"),
                      "norm_groups": cfg.get("norm_groups"), "exact_ms": timed["exact"]["median_ms"],
                      "default_ms": timed["default"]["median_ms"], "speedup": timed["default"]["paired_speedup"],
@@ -83,15 +84,25 @@ def render(res: dict[str, Any]) -> str:
         full = f"{r['encoder_channels'][0]} + {r['decoder_channels'][-1]}" if r["encoder_channels"] else "-"
         lines.append(f"| {r['label']} | {full} | {r['norm_groups']} | {r['path']} | {r['default_ms']:.1f} | "
                      f"{r['exact_ms']:.1f} | {r['speedup']:.2f}x | {r['mask_dice_vs_exact']:.4f} | {d} | {f} |")
+    lines += ["", "Models: " + "; ".join(f"{r['label']}: `{r['weights']}`" + (f" (accuracy from `{r['evals']}`)"
+                                                                            if r.get("evals") else "")
+                                    for r in res["rows"]) + "."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", nargs="+", action="append", required=True, metavar="LABEL WEIGHTS [EVAL_DIR]")
+    p.add_argument("--model", nargs="+", action="append", default=[], metavar="LABEL WEIGHTS [EVAL_DIR]")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="re-render the Markdown of a recorded .json (no measuring)")
     args = p.parse_args(argv)
+    if args.render:
+        args.render.with_suffix(".md").write_text(render(json.loads(args.render.read_text())))
+        return 0
+    if not args.model:
+        p.error("give at least one --model LABEL WEIGHTS [EVAL_DIR]")
     models = []
     for spec in args.model:
         if len(spec) not in (2, 3):

@@ -49,6 +49,7 @@ def record(run: Path) -> None:
     info = {"run": run.name, "encoder": model_cfg.get("encoder_name", "unet"),
             "augment_preset": cfg.get("augment_preset", "standard"), "epochs": len(history), "seed": cfg["seed"],
             "lr": cfg["lr"], "full_res_channels": model_cfg["decoder_channels"][-1],
+            "norm_groups": model_cfg.get("norm_groups", 8),
             "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
             "best_epoch": max(history, key=lambda h: h.get("score", h["val_dice"]))["epoch"],
             "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1)}
@@ -75,6 +76,8 @@ def table() -> str:
                  f"{info['epochs']} epochs (best {info['best_epoch']}), seed {info['seed']}")
         if info.get("full_res_channels", 16) != 16:  # runs recorded before the width varied had 16
             label += f", {info['full_res_channels']} channels at full resolution"
+        if info.get("norm_groups", 8) != 8:
+            label += f", {info['norm_groups']} GroupNorm groups"
         lines.append(_row(label, json.loads((folder / "eval_test.json").read_text()),
                           json.loads((folder / "eval_external.json").read_text())))
     return "\n".join(lines)
