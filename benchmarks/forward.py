@@ -208,21 +208,32 @@ def peers_section(settings: Settings, fwd: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "missing": missing}
 
 
+def photo_1024(settings: Settings) -> tuple[np.ndarray, str]:
+    """The photo of section 1c: the first ISIC image upscaled to 1024x768 (RGB uint8), and its source."""
+    import cv2  # noqa: PLC0415
+
+    images, source = real_images(settings, 1)
+    return cv2.resize(images[0], (1024, 768), interpolation=cv2.INTER_CUBIC), source
+
+
+def time_photo(model: torch.nn.Module, rgb: np.ndarray, settings: Settings) -> tuple[dict, float, Predictor]:
+    """``Predictor.predict(rgb).mask`` of ``model`` with ``fast=False`` ("exact") and on the default
+    path ("ours"), round-robin, exact first (so each "ours" paired speedup is exact / ours per round);
+    returns the timings, the two masks' Dice and the default Predictor."""
+    exact, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model))
+    timed = time_interleaved({"exact": lambda: exact.predict(rgb).mask, "ours": lambda: ours.predict(rgb).mask},
+                             settings.iters(40, 2), warmup=settings.iters(5, 1))
+    return timed, dice(exact.predict(rgb).mask, ours.predict(rgb).mask), ours
+
+
 def photo_section(settings: Settings) -> dict[str, Any]:
     """Section 1c: one 1024x768 photo (an ISIC image upscaled) through ``Predictor.predict`` and its
     full-size mask, the default path against ``fast=False`` in the same process, round-robin.
 
     What a user of the Python API waits for per photo: resizing, normalising, the model, the
     clean-up and the mask at the photo's size."""
-    import cv2  # noqa: PLC0415
-
-    images, source = real_images(settings, 1)
-    rgb = cv2.resize(images[0], (1024, 768), interpolation=cv2.INTER_CUBIC)
-    model = load_model(settings.weights)
-    exact, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model))
-    timed = time_interleaved({"exact": lambda: exact.predict(rgb).mask, "ours": lambda: ours.predict(rgb).mask},
-                             settings.iters(40, 2), warmup=settings.iters(5, 1))
-    agree = dice(exact.predict(rgb).mask, ours.predict(rgb).mask)
+    rgb, source = photo_1024(settings)
+    timed, agree, ours = time_photo(load_model(settings.weights), rgb, settings)
     rows = [{"variant": "Predictor(fast=False): exact fp32, eager", **timed["exact"]},
             {"variant": f"Predictor default ({describe(ours)})", **timed["ours"], "ours": True, "dice": agree}]
     return {"rows": rows, "speedup": timed["ours"]["paired_speedup"], "image": source}

@@ -14,7 +14,6 @@ times. Writes benchmarks/results_width.md (results_width_avx2.md without native 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -24,11 +23,10 @@ from typing import Any
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lesionseg.inference.predictor import Predictor  # noqa: E402
 from lesionseg.models.weights import load_model  # noqa: E402
 
-from .common import Settings, default_output, dice, machine_info, real_images, time_interleaved  # noqa: E402
-from .forward import describe  # noqa: E402
+from .common import Settings, default_output, machine_info  # noqa: E402
+from .forward import describe, photo_1024, time_photo  # noqa: E402
 
 
 def _accuracy(folder: Path | None) -> dict[str, Any]:
@@ -43,25 +41,17 @@ def _accuracy(folder: Path | None) -> dict[str, Any]:
 
 def measure(models: list[tuple[str, Path, Path | None]], settings: Settings) -> dict[str, Any]:
     """Times, ratios and mask agreement per model; see the module docstring."""
-    import cv2  # noqa: PLC0415
-
-    images, source = real_images(settings, 1)
-    rgb = cv2.resize(images[0], (1024, 768), interpolation=cv2.INTER_CUBIC)
+    rgb, source = photo_1024(settings)
     rows = []
     for label, weights, evals in models:
-        model = load_model(weights)
-        exact, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model))
-        # exact first: paired_speedup is then each round's exact / default time, medianed
-        timed = time_interleaved({"exact": lambda: exact.predict(rgb).mask, "default": lambda: ours.predict(rgb).mask},
-                                 settings.iters(40, 2), warmup=settings.iters(5, 1))
+        timed, agree, ours = time_photo(load_model(weights), rgb, settings)
         cfg = json.loads((Path(weights) / "config.json").read_text())
         rows.append({"label": label, "weights": str(weights), "evals": str(evals) if evals else None,
                      "path": describe(ours),
                      "encoder_channels": cfg.get("encoder_channels"), "decoder_channels": cfg.get("decoder_channels"),
                      "norm_groups": cfg.get("norm_groups"), "exact_ms": timed["exact"]["median_ms"],
-                     "default_ms": timed["default"]["median_ms"], "speedup": timed["default"]["paired_speedup"],
-                     "mask_dice_vs_exact": dice(exact.predict(rgb).mask, ours.predict(rgb).mask),
-                     "accuracy": _accuracy(evals)})
+                     "default_ms": timed["ours"]["median_ms"], "speedup": timed["ours"]["paired_speedup"],
+                     "mask_dice_vs_exact": agree, "accuracy": _accuracy(evals)})
     return {"machine": machine_info(settings), "image": source, "rows": rows}
 
 
