@@ -49,7 +49,8 @@ def measure(models: list[tuple[str, Path, Path | None]], settings: Settings) -> 
         rows.append({"label": label, "weights": str(weights), "evals": str(evals) if evals else None,
                      "path": describe(ours),
                      "encoder_channels": cfg.get("encoder_channels"), "decoder_channels": cfg.get("decoder_channels"),
-                     "norm_groups": cfg.get("norm_groups"), "exact_ms": timed["exact"]["median_ms"],
+                     "norm_groups": cfg.get("norm_groups"),
+                     "full_resolution_stage": cfg.get("full_resolution_stage", True), "exact_ms": timed["exact"]["median_ms"],
                      "default_ms": timed["ours"]["median_ms"], "speedup": timed["ours"]["paired_speedup"],
                      "mask_dice_vs_exact": agree, "accuracy": _accuracy(evals)})
     return {"machine": machine_info(settings), "image": source, "rows": rows}
@@ -71,7 +72,8 @@ def render(res: dict[str, Any]) -> str:
         acc = r["accuracy"]
         d = " / ".join(f"{acc[k]['dice']:.4f}" if k in acc else "-" for k in ("test", "external"))
         f = " / ".join(f"{acc[k]['failure_rate']:.1%}" if k in acc else "-" for k in ("test", "external"))
-        full = f"{r['encoder_channels'][0]} + {r['decoder_channels'][-1]}" if r["encoder_channels"] else "-"
+        full = ("none (decoder ends at 1/2)" if not r.get("full_resolution_stage", True)
+                else f"{r['encoder_channels'][0]} + {r['decoder_channels'][-1]}" if r["encoder_channels"] else "-")
         lines.append(f"| {r['label']} | {full} | {r['norm_groups']} | {r['path']} | {r['default_ms']:.1f} | "
                      f"{r['exact_ms']:.1f} | {r['speedup']:.2f}x | {r['mask_dice_vs_exact']:.4f} | {d} | {f} |")
     lines += ["", "Models: " + "; ".join(f"{r['label']}: `{r['weights']}`" + (f" (accuracy from `{r['evals']}`)"

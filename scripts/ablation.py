@@ -50,6 +50,7 @@ def record(run: Path) -> None:
             "augment_preset": cfg.get("augment_preset", "standard"), "epochs": len(history), "seed": cfg["seed"],
             "lr": cfg["lr"], "full_res_channels": model_cfg["decoder_channels"][-1],
             "norm_groups": model_cfg.get("norm_groups", 8),
+            "full_resolution_stage": model_cfg.get("full_resolution_stage", True),
             "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
             "best_epoch": max(history, key=lambda h: h.get("score", h["val_dice"]))["epoch"],
             "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1)}
@@ -74,7 +75,9 @@ def table() -> str:
         info = json.loads((folder / "run_info.json").read_text())
         label = (f"{info['encoder']}{' (ImageNet)' if info['encoder'] != 'unet' else ''}, {info['augment_preset']}, "
                  f"{info['epochs']} epochs (best {info['best_epoch']}), seed {info['seed']}")
-        if info.get("full_res_channels", 16) != 16:  # runs recorded before the width varied had 16
+        if not info.get("full_resolution_stage", True):
+            label += ", no full-resolution stage (decoder ends at 1/2)"
+        elif info.get("full_res_channels", 16) != 16:  # runs recorded before the width varied had 16
             label += f", {info['full_res_channels']} channels at full resolution"
         if info.get("norm_groups", 8) != 8:
             label += f", {info['norm_groups']} GroupNorm groups"

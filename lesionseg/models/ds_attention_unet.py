@@ -113,6 +113,9 @@ class DSAttentionUNet(
         encoder_dropout: Dropout2d in the two deepest encoder blocks.
         decoder_attention: attention gates on the skip connections.
         deep_supervision: auxiliary 1x1 heads on every decoder stage but the last.
+        full_resolution_stage: False leaves out the full-resolution stem and decoder stage
+            (``mobilenet_v2`` only): the finest decoder stage works at 1/2 and its logits are
+            upsampled bilinearly; ``encoder_channels`` then has no stem entry.
         inference_img_size: square side the model was trained at; images are resized to it.
         inference_threshold: default probability threshold (tuned for recall on validation data).
         inference_operating_points: list of ``{"threshold", "recall", "precision"}`` on validation.
@@ -150,6 +153,7 @@ class DSAttentionUNet(
         preprocess_std: Sequence[float] = (0.229, 0.224, 0.225),
         click_conditioned: bool = False,
         click_radius: int = 5,
+        full_resolution_stage: bool = True,
     ):
         super().__init__()
         if click_conditioned and in_channels != 3 + CLICK_CHANNELS:
@@ -159,21 +163,25 @@ class DSAttentionUNet(
             raise ValueError(f"click_radius must be >= 1 pixel, got {click_radius}")
         if encoder_name not in ENCODERS:
             raise ValueError(f"unknown encoder_name {encoder_name!r}; valid: {', '.join(ENCODERS)}")
+        if not full_resolution_stage and encoder_name == "unet":
+            raise ValueError("full_resolution_stage=False needs a pretrained encoder (encoder_name mobilenet_v2): "
+                             "the unet encoder's first level is its full-resolution stage")
         if encoder_name == "unet":
             encoder_channels = list(encoder_channels or DEFAULT_UNET_CHANNELS)
             if not 4 <= len(encoder_channels) <= 6:
                 raise ValueError(f"encoder_channels needs 4 to 6 levels, got {len(encoder_channels)}")
             encoder: nn.Module = UNetEncoder(in_channels, encoder_channels, norm_groups, activation, encoder_dropout)
         else:
-            stem = int(encoder_channels[0]) if encoder_channels else 16
+            stem = 0 if not full_resolution_stage else int(encoder_channels[0]) if encoder_channels else 16
             encoder = MobileNetV2Encoder(stem, norm_groups, activation, in_channels)
             if encoder_channels and list(encoder_channels) != encoder.out_channels:
+                what = "(the first, the stem, may change)" if stem else "(no stem: full_resolution_stage is false)"
                 raise ValueError(f"encoder_channels of {encoder_name!r} are {encoder.out_channels} "
-                                 f"(the first, the stem, may change), got {list(encoder_channels)}")
+                                 f"{what}, got {list(encoder_channels)}")
             encoder_channels = encoder.out_channels
         if decoder_channels is None:
             decoder_channels = (list(encoder_channels[:-1])[::-1] if encoder_name == "unet"
-                                else list(MOBILENET_DECODER_CHANNELS))
+                                else list(MOBILENET_DECODER_CHANNELS)[:len(encoder_channels) - 1])
         self.encoder_name = encoder_name
         if isinstance(self._hub_mixin_config, dict):
             # config.json names the channels the model has, not the None that asked for the defaults
@@ -193,7 +201,8 @@ class DSAttentionUNet(
         self.inference_min_region_fraction = float(inference_min_region_fraction)
         self.preprocess_mean = [float(v) for v in preprocess_mean]
         self.preprocess_std = [float(v) for v in preprocess_std]
-        self.stride = 2 ** (len(encoder_channels) - 1)
+        self.full_resolution_stage = bool(full_resolution_stage)
+        self.stride = 2 ** (len(encoder_channels) - 1 + encoder.first_level)
         self.in_channels = int(in_channels)
         self.click_conditioned = bool(click_conditioned)
         self.click_radius = int(click_radius)
@@ -201,6 +210,8 @@ class DSAttentionUNet(
         self.encoder = encoder
         self.decoder = Decoder(encoder_channels, decoder_channels, norm_groups, activation, decoder_attention)
         self.head = nn.Conv2d(decoder_channels[-1], out_channels, 1)
+        # logits of a decoder that stops at 1/2 are brought to the input's size (a module, as above)
+        self.upsample_logits = BilinearUpsample() if encoder.first_level else None
         self.aux_heads = nn.ModuleList(
             [nn.Conv2d(ch, out_channels, 1) for ch in decoder_channels[:-1]] if deep_supervision else []
         )
@@ -213,7 +224,10 @@ class DSAttentionUNet(
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         stages = self.decoder(self.encoder(x))
-        logits = self.head(stages[-1])[..., :h, :w]
+        logits = self.head(stages[-1])
+        if self.upsample_logits is not None:
+            logits = self.upsample_logits(logits, x.shape[-2:])
+        logits = logits[..., :h, :w]
         if not (self.training and self.deep_supervision):
             return logits
         size = x.shape[-2:]

@@ -3,10 +3,12 @@
 - ``unet``: conv blocks with 2x max-pooling between them, trained from scratch (the original model).
 - ``mobilenet_v2``: torchvision's MobileNetV2 feature layers (same module names, so torchvision's
   ImageNet file loads into it unchanged) under a small full-resolution stem, so that the decoder
-  still gets a skip at every scale from 1 to 1/32.
+  still gets a skip at every scale from 1 to 1/32; without the stem (``stem_channels`` 0) the
+  finest skip is at 1/2.
 
 Every encoder maps (B, 3, H, W) to a list of features shallow to deep, level ``i`` at
-(H / 2**i, W / 2**i), and says its channels in ``out_channels``.
+(H / 2**(i + first_level), W / 2**(i + first_level)), and says its channels in ``out_channels``
+and the scale of its finest level in ``first_level`` (0: full resolution).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class UNetEncoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.MaxPool2d(2)
         self.out_channels = list(channels)
+        self.first_level = 0
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -89,15 +92,18 @@ class MobileNetV2Encoder(nn.Module):
     """A full-resolution conv block, then MobileNetV2's features 0-17 tapped at strides 2 to 32.
 
     Shapes: (B, C_in, H, W) -> [(B, stem, H, W), (B, 16, H/2, W/2), (B, 24, H/4, W/4),
-    (B, 32, H/8, W/8), (B, 96, H/16, W/16), (B, 320, H/32, W/32)].
+    (B, 32, H/8, W/8), (B, 96, H/16, W/16), (B, 320, H/32, W/32)]; with ``stem_channels`` 0 the
+    first entry is left out (no full-resolution level).
 
     The stem is not pretrained; it gives the finest decoder stage a full-resolution skip so that
-    outlines follow the lesion border pixel by pixel. The 1280-channel classifier conv is left out.
+    outlines follow the lesion border pixel by pixel. Full-resolution convolutions on few channels
+    are the part of the model the CPU's fast paths speed up least (see docs/model.md), hence the
+    option to leave it out. The 1280-channel classifier conv is left out.
     """
 
     def __init__(self, stem_channels: int, norm_groups: int, activation: str, in_channels: int = 3):
         super().__init__()
-        self.stem = ConvBlock(in_channels, stem_channels, norm_groups, activation)
+        self.stem = ConvBlock(in_channels, stem_channels, norm_groups, activation) if stem_channels else None
         features: list[nn.Module] = [_conv_bn(in_channels, 32, 3, 2)]
         prev = 32
         for t, c, n, s in _MBV2:
@@ -105,10 +111,11 @@ class MobileNetV2Encoder(nn.Module):
                 features.append(InvertedResidual(prev, c, s if i == 0 else 1, t))
                 prev = c
         self.features = nn.Sequential(*features)
-        self.out_channels = [stem_channels, 16, 24, 32, 96, 320]
+        self.out_channels = ([stem_channels] if stem_channels else []) + [16, 24, 32, 96, 320]
+        self.first_level = 0 if stem_channels else 1
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats, start, y = [self.stem(x)], 0, x
+        feats, start, y = [self.stem(x)] if self.stem is not None else [], 0, x
         for stop in _MBV2_TAPS:
             for layer in self.features[start:stop]:
                 y = layer(y)
