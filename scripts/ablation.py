@@ -28,7 +28,7 @@ DOC = ROOT / "docs" / "generalization.md"
 SPLIT_IDS = ROOT / "configs" / "isic2017_256" / "test_ids.txt"
 EXTERNAL = "../shared/data/isic2018_extra_256c"
 # recipe folders of models recorded elsewhere: (label, folder holding eval_test.json + eval_external.json)
-BASELINES = [("previous shipped: unet, standard, 39 epochs (GPU), seed 42",
+BASELINES = [("shipped before the ImageNet encoder: unet, standard, 39 epochs (GPU), seed 42",
               ROOT / "configs" / "isic2017_256" / "previous" / "unet_gpu_e39_seed42")]
 COLUMNS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean"), ("precision", "precision_mean"),
            ("thr. Jaccard", "thresholded_jaccard"), ("failures", "failure_rate")]

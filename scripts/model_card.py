@@ -190,8 +190,10 @@ on the decoder stages, used only in training) and GroupNorm in the decoder, {
 own `train_cli.py`. It outlines the lesion in a dermoscopic photo; it does not diagnose.
 
 - Architecture: encoder `{config.get('encoder_name', 'unet')}`{
-    " (MobileNetV2 features tapped at strides 2-32 under a full-resolution conv stem; BatchNorm inside the "
-    "encoder as pretrained)" if pretrained else ""}, encoder channels {config['encoder_channels']}, decoder channels {config['decoder_channels']},
+    (" (MobileNetV2 features tapped at strides 2-32 under a full-resolution conv stem; BatchNorm inside the "
+     "encoder as pretrained)" if config.get('full_resolution_stage', True) else
+     " (MobileNetV2 features tapped at strides 2-32; no full-resolution stage: the decoder ends at 1/2 and its "
+     "logits are upsampled bilinearly; BatchNorm inside the encoder as pretrained)") if pretrained else ""}, encoder channels {config['encoder_channels']}, decoder channels {config['decoder_channels']},
   GroupNorm ({config['norm_groups']} groups), {config['activation']}{f', {n_params / 1e6:.2f} M parameters' if n_params else ''}.
 - Input: RGB resized to {config['inference_img_size']}×{config['inference_img_size']}, ImageNet mean/std; the
   mask is resized back to the photo's own resolution.
@@ -205,7 +207,7 @@ own `train_cli.py`. It outlines the lesion in a dermoscopic photo; it does not d
 ## Training data and split
 
 {run.get('data', 'ISIC 2017 Challenge Part 1 training set (2,000 dermoscopic images with lesion masks), squash-resized to 256×256.')}
-Split with seed {run.get('seed', '?')}: {run.get('n_train', '?')} training, {run.get('n_val', '?')} validation
+Training seed {run.get('seed', '?')}; the committed split: {run.get('n_train', '?')} training, {run.get('n_val', '?')} validation
 (model selection and threshold), {run.get('n_test', '?')} held-out test images never used for training or
 tuning. The ID lists are in the recipe folder `{recipe.as_posix()}/` of the lesionseg repository
 (`split.json`, `val_ids.txt`, `test_ids.txt`).
@@ -250,6 +252,7 @@ favours recall. The app offers this threshold as "Screening: high recall".
     refiner = refiner_section(recipe, weights)
     if refiner:
         parts.append(refiner)
+    size = int(config["inference_img_size"]) // (1 if config.get("full_resolution_stage", True) else 2)
     parts.append("""## Intended use
 
 Decision support for outlining a skin lesion in a dermoscopic image, for clinicians and the
@@ -261,7 +264,7 @@ measurements derived from it must be reviewed by a clinician.
 - Dermoscopy only: trained on dermoscopic images; clinical (macroscopic) photos, histology and
   other modalities are out of scope.
 - Trained at 256 px on images squash-resized from their originals: fine border detail of large
-  photos is interpolated from a 256×256 prediction.
+  photos is interpolated from a {detail} prediction.
 - Skin types and devices: the ISIC 2017 archive images come mostly from fair-skinned patients
   (Fitzpatrick I–III) and a limited set of dermatoscopes and clinics; performance on darker skin,
   other devices, heavy hair, ink markings, rulers and vignetting is less certain.
@@ -283,7 +286,8 @@ measurements derived from it must be reviewed by a clinician.
 - Codella et al., "Skin lesion analysis toward melanoma detection 2018", arXiv:1902.03368, and
   Tschandl et al., "The HAM10000 dataset", Sci. Data 2018 (ISIC 2018 images of the external set).
 """.replace("ORIGIN", "Fine-tuned on 1,600 images from an ImageNet encoder" if pretrained else
-                                   "Trained from scratch on 1,600 images; no external pre-training"))
+                                   "Trained from scratch on 1,600 images; no external pre-training")
+                 .replace("{detail}", f"{size}×{size}"))
     return "\n".join(parts)
 
 
