@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,6 +29,12 @@ from lesionseg.models.weights import load_model  # noqa: E402
 
 from .common import Settings, default_output, machine_info  # noqa: E402
 from .forward import describe, photo_1024, time_photo  # noqa: E402
+
+
+def _norm_groups(model: torch.nn.Module) -> int:
+    """The model's ``norm_groups``: the largest group count of its decoder's GroupNorms (each layer
+    takes the largest divisor of its channels up to it)."""
+    return max(m.num_groups for m in model.decoder.modules() if isinstance(m, torch.nn.GroupNorm))
 
 
 def _accuracy(folder: Path | None) -> dict[str, Any]:
@@ -44,13 +52,14 @@ def measure(models: list[tuple[str, Path, Path | None]], settings: Settings) -> 
     rgb, source = photo_1024(settings)
     rows = []
     for label, weights, evals in models:
-        timed, agree, ours = time_photo(load_model(weights), rgb, settings)
-        cfg = json.loads((Path(weights) / "config.json").read_text())
+        model = load_model(weights)
+        timed, agree, ours = time_photo(model, rgb, settings)
         rows.append({"label": label, "weights": str(weights), "evals": str(evals) if evals else None,
                      "path": describe(ours),
-                     "encoder_channels": cfg.get("encoder_channels"), "decoder_channels": cfg.get("decoder_channels"),
-                     "norm_groups": cfg.get("norm_groups"),
-                     "full_resolution_stage": cfg.get("full_resolution_stage", True), "exact_ms": timed["exact"]["median_ms"],
+                     # from the model, not config.json: folders saved by older versions leave the defaults out
+                     "encoder_channels": model.encoder_channels, "decoder_channels": model.decoder_channels,
+                     "norm_groups": _norm_groups(model), "full_resolution_stage": model.full_resolution_stage,
+                     "exact_ms": timed["exact"]["median_ms"],
                      "default_ms": timed["ours"]["median_ms"], "speedup": timed["ours"]["paired_speedup"],
                      "mask_dice_vs_exact": agree, "accuracy": _accuracy(evals)})
     return {"machine": machine_info(settings), "image": source, "rows": rows}
