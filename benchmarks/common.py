@@ -90,10 +90,18 @@ def machine_info(settings: Settings) -> dict[str, Any]:
     }
 
 
+def cpuid_masked() -> bool:
+    """True inside ``scripts/as_avx2.sh``: CPUID reports an AVX2-only CPU to every library."""
+    return "avx2_cpuid" in os.environ.get("LD_PRELOAD", "")
+
+
 def isa_caps() -> str:
-    """The ISA caps set for this process (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), "" where none."""
-    return " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-                    if os.environ.get(k))
+    """How this process is held below its chip's ISA, as a command prefix: ``scripts/as_avx2.sh``
+    (CPUID masked for every library) and / or the caps ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA
+    (torch's and oneDNN's kernels only); "" where none."""
+    caps = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+            if os.environ.get(k)]
+    return " ".join(caps + (["scripts/as_avx2.sh"] if cpuid_masked() else []))
 
 
 def default_output(stem: str = "results") -> Path:

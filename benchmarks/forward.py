@@ -15,7 +15,7 @@ import torch
 
 from lesionseg.data.transforms import normalize, resize_rgb
 from lesionseg.inference import Predictor, load_model
-from lesionseg.inference.cpu import FrozenBF16Runner, cpu_bf16_supported
+from lesionseg.inference.cpu import FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner, cpu_bf16_supported
 
 from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_interleaved
 
@@ -113,6 +113,10 @@ def forward_section(settings: Settings) -> dict[str, Any]:
                 candidates.append((name, None, {"skipped": f"{type(e).__name__}: {str(e)[:120]}"}))
     else:
         candidates.append(("torch.compile", None, {"skipped": "not run with --quick (compiles for minutes)"}))
+    if isinstance(ours.runner, OnnxFp32Runner):  # the AVX2 path before ONNX Runtime became its default
+        frozen = Predictor(copy.deepcopy(model), fast=False)
+        frozen.runner = FrozenFp32Runner(frozen.model, frozen.img_size)
+        candidates.append(("fp32 + channels_last, TorchScript-frozen", _predictor_fn(frozen), {}))
     if ours.int8:  # the step the int8 convolutions add, on the same frozen bf16 path
         no_int8 = Predictor(copy.deepcopy(model), int8=False)
         candidates.append((f"{describe(no_int8)} (--no-int8)", _predictor_fn(no_int8), {}))
@@ -142,6 +146,9 @@ def describe(pred: Predictor) -> str:
         return "fp32 eager"
     if pred.int8:
         return "bf16 weights + channels_last + int8 convolutions below full resolution, TorchScript-frozen"
+    if isinstance(pred.runner, OnnxFp32Runner):
+        return "ONNX Runtime fp32" if pred.runner.name.startswith("onnx") else \
+            "fp32 + channels_last, TorchScript-frozen (ONNX Runtime failed)"
     if isinstance(pred.runner, FrozenBF16Runner):
         encoder = "fp32 encoder + " if pred.runner.fp32_encoder else ""
         return f"{encoder}bf16 weights + channels_last, TorchScript-frozen"

@@ -68,7 +68,7 @@ def measure(models: list[tuple[str, Path, Path | None]], settings: Settings) -> 
 def render(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [f"# Architecture variants per photo ({'bf16 path' if m['bf16_native'] else 'AVX2 path'})", "",
-             f"Run {m['date']}: `{'ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ' if m['isa_caps'] != 'none' else ''}"
+             f"Run {m['date']}: `{m['isa_caps'] + ' ' if m['isa_caps'] != 'none' else ''}"
              f"python -m benchmarks.width`. Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; "
              f"CPU capability: {m['capability']}; {m['other_load']}; torch {m['torch']}.", "",
              f"One 1024x768 photo ({res['image']}, upscaled), `Predictor.predict(rgb).mask`, each model's two "

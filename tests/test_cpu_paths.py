@@ -19,7 +19,8 @@ import torch  # noqa: E402
 
 from lesionseg.data.io import load_image  # noqa: E402
 from lesionseg.inference import Predictor, load_model  # noqa: E402
-from lesionseg.inference.cpu import FrozenFp32Runner  # noqa: E402
+from lesionseg.inference.cpu import FrozenFp32Runner, OnnxFp32Runner  # noqa: E402
+from lesionseg.inference.cpu.ort import onnx_runtime_available  # noqa: E402
 from lesionseg.utils import cpu_isa as capability  # noqa: E402
 from lesionseg.metrics import image_metrics  # noqa: E402
 from lesionseg.models import DSAttentionUNet  # noqa: E402
@@ -29,6 +30,8 @@ WEIGHTS = ROOT / "weights"
 TEST_IDS = ROOT / "configs" / "isic2017_256" / "test_ids.txt"
 DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256"
 SMALL = dict(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64)
+# the fast path where bf16 is not native: ONNX Runtime where it is installed (requirements.txt)
+AVX2_RUNNER = "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner"
 
 CHILD = """
 import json, torch
@@ -57,7 +60,7 @@ def _child(**env: str) -> dict:
 def test_an_isa_cap_below_bf16_gives_the_fp32_paths(env: dict[str, str]) -> None:
     got = _child(**env)
     assert not got["bf16"] and not got["int8"]
-    assert got["runner"] == "FrozenFp32Runner" and got["amp"] == "None"  # no emulated bf16 in training either
+    assert got["runner"] == AVX2_RUNNER and got["amp"] == "None"  # no emulated bf16 in training either
     if "ATEN_CPU_CAPABILITY" in env:
         assert got["torch"] == "AVX2"
 
@@ -66,7 +69,7 @@ def test_without_caps_the_path_follows_the_chip() -> None:
     got = _child()
     chip_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     assert got["bf16"] == (chip_bf16 and got["torch"].startswith("AVX512"))
-    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else "FrozenFp32Runner")
+    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else AVX2_RUNNER)
     assert got["amp"] == ("torch.bfloat16" if got["bf16"] else "None")
 
 
@@ -82,25 +85,73 @@ def test_onednn_cap_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert "oneDNN cap" in capability.describe()
 
 
-def test_fp32_runner_computes_the_eager_model_and_leaves_it_untouched() -> None:
-    torch.manual_seed(5)
-    model = DSAttentionUNet(**SMALL).eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    runner = FrozenFp32Runner(model, 64)
-    assert runner.gates_swapped + runner.resampling_swapped > 0
-    for shape in [(1, 3, 64, 64), (3, 3, 64, 64), (1, 3, 50, 70)]:  # traced size, another batch, eager size
+def _assert_computes_the_eager_model(runner, model: torch.nn.Module) -> None:
+    for shape in [(1, 3, 64, 64), (3, 3, 64, 64), (1, 3, 50, 70)]:  # traced / exported size, another batch, eager size
         x = torch.randn(*shape)
         with torch.no_grad():
             ref = model(x)
         out = runner(x)
         assert out.dtype == torch.float32 and out.shape == ref.shape
         torch.testing.assert_close(out, ref, atol=2e-4, rtol=1e-4)
+
+
+def test_fp32_runner_computes_the_eager_model_and_leaves_it_untouched() -> None:
+    torch.manual_seed(5)
+    model = DSAttentionUNet(**SMALL).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = FrozenFp32Runner(model, 64)
+    assert runner.gates_swapped + runner.resampling_swapped > 0
+    _assert_computes_the_eager_model(runner, model)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert next(model.parameters()).is_contiguous()  # the caller's model keeps its memory format
 
 
+def test_onnx_runner_computes_the_eager_model_per_thread_count_and_leaves_it_untouched() -> None:
+    if not onnx_runtime_available():
+        pytest.skip("onnx / onnxruntime not installed")
+    torch.manual_seed(6)
+    model = DSAttentionUNet(**SMALL).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = OnnxFp32Runner(model, 64)
+    assert not runner.ready and runner.side_by_side
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (threads, 1):  # the batch workers run one intra-op thread each
+            torch.set_num_threads(n_threads)
+            _assert_computes_the_eager_model(runner, model)
+    finally:
+        torch.set_num_threads(threads)
+    assert runner.ready and sorted(runner._sessions) == sorted({threads, 1}) and runner.name.startswith("onnx")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_onnx_runner_falls_back_to_the_frozen_trace_when_the_export_fails(monkeypatch: pytest.MonkeyPatch,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    from lesionseg.inference.cpu import ort
+
+    def broken(*_a, **_k):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(ort, "onnx_source", broken)
+    model = DSAttentionUNet(**SMALL).eval()
+    runner = OnnxFp32Runner(model, 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    torch.testing.assert_close(runner(x), ref, atol=2e-4, rtol=1e-4)
+    assert runner.ready and runner.name == "fp32 channels_last" and "exporter broke" in caplog.text
+
+
+def test_the_click_refiner_keeps_the_frozen_trace() -> None:
+    # its 6-channel input has no ONNX export
+    refiner = DSAttentionUNet(**SMALL, in_channels=6, click_conditioned=True).eval()
+    pred = Predictor(DSAttentionUNet(**SMALL).eval(), refiner=refiner)
+    assert not isinstance(pred.refine_runner, OnnxFp32Runner)
+
+
 @pytest.mark.data
-def test_fp32_fast_path_masks_match_exact_fp32_on_the_test_part() -> None:
+@pytest.mark.parametrize("path", ["frozen", "onnx"])
+def test_fp32_fast_path_masks_match_exact_fp32_on_the_test_part(path: str) -> None:
     """The issue's bar for any CPU path: Dice >= 0.99 mean and no image below 0.95 against exact fp32."""
     if not (WEIGHTS / "model.safetensors").is_file():
         pytest.skip("no shipped weights in weights/")
@@ -109,8 +160,11 @@ def test_fp32_fast_path_masks_match_exact_fp32_on_the_test_part() -> None:
     ids = TEST_IDS.read_text().split()[:24]
     images = [load_image(DATA / "images" / f"{i}.jpg") for i in ids]
     model = load_model(WEIGHTS)
+    if path == "onnx" and not onnx_runtime_available():
+        pytest.skip("onnx / onnxruntime not installed")
     exact, fast = Predictor(model, fast=False), Predictor(model, fast=False)
-    fast.runner = FrozenFp32Runner(model, model.inference_img_size)
+    runner = FrozenFp32Runner if path == "frozen" else OnnxFp32Runner
+    fast.runner = runner(model, model.inference_img_size)
     dice = [image_metrics(a.mask, b.mask)["dice"] for a, b in zip(fast.predict_batch(images),
                                                                    exact.predict_batch(images))]
     assert np.mean(dice) >= 0.99 and min(dice) >= 0.95
@@ -122,10 +176,49 @@ def test_warm_up_builds_the_trace_before_the_first_photo_and_the_app_does_it_at_
     pred = Predictor(DSAttentionUNet(**SMALL).eval())
     if not pred.fast:
         pytest.skip("no CPU fast path here (eager fp32 has no trace to build)")
-    assert pred.runner._frozen is None
+    assert not pred.runner.ready
     pred.warm_up()
-    assert pred.calls == 0 and pred.runner._frozen is not None
+    assert pred.calls == 0 and pred.runner.ready
     if not (WEIGHTS / "model.safetensors").is_file():
         pytest.skip("no shipped weights in weights/")
     app = load_predictor_or_exit(LaunchConfig(weights=str(WEIGHTS), device="cpu"))
-    assert app.calls == 0 and app.runner._frozen is not None
+    assert app.calls == 0 and app.runner.ready
+
+
+def _cpuid_masking_available() -> str | None:
+    """Why scripts/as_avx2.sh cannot run here, or None where it can."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "no /proc/cpuinfo"
+    if " cpuid_fault" not in flags:
+        return "no CPUID faulting on this CPU / kernel (cpuid_fault)"
+    if not any(Path(d, "cc").exists() for d in os.environ.get("PATH", "").split(os.pathsep)):
+        return "no C compiler (cc) to build the CPUID shim"
+    return None
+
+
+def test_as_avx2_masks_cpuid_for_every_library_and_the_onnx_path_is_chosen() -> None:
+    """scripts/as_avx2.sh: the child sees an AVX2-only CPU through CPUID itself (torch's own ISA,
+    the chip checks, ONNX Runtime), without the caps, and takes the AVX2 fast path."""
+    why = _cpuid_masking_available()
+    if why:
+        pytest.skip(why)
+    full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                               "DNNL_MAX_CPU_ISA")}
+    child = CHILD + """
+import faulthandler
+print(json.dumps({"avx512": bool(torch.cpu._is_avx512_supported()), "faulthandler": faulthandler.is_enabled()}))
+"""
+    out = subprocess.run([str(ROOT / "scripts" / "as_avx2.sh"), sys.executable, "-X", "faulthandler", "-c", child],
+                         env=full, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    got, chip = json.loads(lines[-2]), json.loads(lines[-1])
+    assert got["torch"] == "AVX2" and not got["bf16"] and not got["int8"] and not chip["avx512"]
+    assert got["runner"] == AVX2_RUNNER and chip["faulthandler"]
+    # a real crash still reaches the program's own SIGSEGV handler (here Python's faulthandler)
+    crash = subprocess.run([str(ROOT / "scripts" / "as_avx2.sh"), sys.executable, "-X", "faulthandler", "-c",
+                            "import ctypes; ctypes.string_at(0)"], env=full, capture_output=True, text=True,
+                           timeout=60)
+    assert crash.returncode != 0 and "Segmentation fault" in crash.stderr

@@ -107,6 +107,22 @@ def test_preprocessing_equals_training(random_model: DSAttentionUNet) -> None:
     np.testing.assert_allclose(got, ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("mean, std", [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5, 0.5, 0.5), (0.25, 0.5, 1.0))])
+def test_normalize_table_is_bit_identical_to_the_arithmetic(mean, std) -> None:
+    # every uint8 value in every channel, plus a non-contiguous view (a crop of a larger photo)
+    every = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1)[..., [0, 1, 0]].astype(np.uint8)
+    crop = np.random.default_rng(3).integers(0, 256, (40, 90, 3), dtype=np.uint8)[5:35, 10:80]
+    for rgb in (every, crop):
+        x = rgb.astype(np.float32) * (1.0 / 255.0)
+        ref = ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+        got = normalize(rgb, list(mean), list(std))
+        assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == ref.shape
+        assert np.array_equal(got.view(np.uint32), np.ascontiguousarray(ref).view(np.uint32))
+    # other dtypes take the arithmetic itself
+    as_float = normalize(crop.astype(np.float32), list(mean), list(std))
+    assert np.array_equal(as_float, normalize(crop, list(mean), list(std)))
+
+
 def test_predictions_are_correct_on_discs(predictor: Predictor) -> None:
     rng = np.random.default_rng(5)
     for hw in [(250, 333), (480, 640)]:

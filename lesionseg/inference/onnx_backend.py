@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,21 +175,40 @@ def save_onnx(model: torch.nn.Module, path: str | os.PathLike, check: bool = Tru
     return result
 
 
-def runner_for(model: torch.nn.Module, folder: str | os.PathLike | None = None,
-               threads: int | None = None) -> OnnxRunner:
-    """An ORT runner for ``model``: ``<folder>/model.onnx`` when it was exported from these very
-    weights, else a fresh in-memory export (a few seconds; ``lesionseg export --onnx`` saves it)."""
+# exports made in this process, by weights digest: Predictors of the same weights (a server's,
+# a batch's, a test's) export once
+_EXPORTS: dict[str, bytes] = {}
+_EXPORTS_KEPT = 4
+_EXPORTS_LOCK = threading.Lock()
+
+
+def onnx_source(model: torch.nn.Module, folder: str | os.PathLike | None = None) -> str | bytes:
+    """What to open an ORT session on for ``model``: ``<folder>/model.onnx`` when it was exported
+    from these very weights, else an in-memory export (under a second; kept per process and weights;
+    ``lesionseg export --onnx`` saves it)."""
+    digest = weights_digest(model)
     if folder is not None:
         file = Path(folder) / ONNX_NAME
         if file.is_file():
             try:
-                runner = OnnxRunner(file, threads)
+                found = OnnxRunner(file, 1).digest
             except Exception as e:  # noqa: BLE001 - a corrupt file falls back to a fresh export
                 log.warning("%s: not loadable by ONNX Runtime (%s); exporting in memory", file, type(e).__name__)
             else:
-                if runner.digest == weights_digest(model):
-                    return runner
+                if found == digest:
+                    return str(file)
                 log.warning("%s was exported from other weights; exporting in memory "
                             "(re-run lesionseg export --onnx to refresh it)", file)
-    log.info("exporting the model to ONNX in memory (save it with lesionseg export --onnx)")
-    return OnnxRunner(export_onnx(model), threads)
+    with _EXPORTS_LOCK:
+        if digest not in _EXPORTS:
+            log.info("exporting the model to ONNX in memory (save it with lesionseg export --onnx)")
+            if len(_EXPORTS) >= _EXPORTS_KEPT:
+                _EXPORTS.pop(next(iter(_EXPORTS)))
+            _EXPORTS[digest] = export_onnx(model)
+        return _EXPORTS[digest]
+
+
+def runner_for(model: torch.nn.Module, folder: str | os.PathLike | None = None,
+               threads: int | None = None) -> OnnxRunner:
+    """An ORT runner for ``model`` on :func:`onnx_source`."""
+    return OnnxRunner(onnx_source(model, folder), threads)

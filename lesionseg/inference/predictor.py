@@ -23,7 +23,7 @@ from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
 from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
 from ..utils.devices import resolve_device
-from .cpu import FrozenRunner
+from .cpu import FrozenRunner, OnnxFp32Runner
 from .prediction import Prediction, check_threshold, resize_prob
 from .runners import make_runner
 from .weights import load_model, load_refiner, local_weights_folder
@@ -118,8 +118,9 @@ class Predictor:
 
     @property
     def fast(self) -> bool:
-        """True when the runner is one of the CPU's fast paths (bf16 or fp32, frozen channels_last)."""
-        return isinstance(self.runner, FrozenRunner)
+        """True when the runner is one of the CPU's fast paths (the bf16 or fp32 frozen channels_last
+        trace, or ONNX Runtime where bf16 is not native)."""
+        return isinstance(self.runner, (FrozenRunner, OnnxFp32Runner))
 
     @property
     def int8(self) -> bool:
@@ -127,8 +128,9 @@ class Predictor:
         return getattr(self.runner, "int8_convs", 0) > 0
 
     def warm_up(self) -> None:
-        """One model call on a blank (1, 3, S, S) batch, not counted in ``calls``: the CPU fast path
-        builds its frozen trace on first use, which a server should pay at start, not on a user's photo."""
+        """One model call on a blank (1, 3, S, S) batch, not counted in ``calls``: the CPU fast paths
+        build their frozen trace or ONNX Runtime session on first use, which a server should pay at
+        start, not on a user's photo."""
         self.runner(torch.zeros(1, 3, self.img_size, self.img_size))
         if self.refine_runner is not None:
             self.refine_runner(torch.zeros(1, self.refiner.in_channels, self.img_size, self.img_size))

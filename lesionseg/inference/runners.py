@@ -6,7 +6,8 @@
 - ``torch`` on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
   frozen trace, int8 convolutions below full resolution where the CPU has int8 dot products);
 - ``torch`` on any other x86 CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA):
-  :class:`~.cpu.FrozenFp32Runner` (fp32, channels_last, frozen trace);
+  :class:`~.cpu.OnnxFp32Runner` (ONNX Runtime, fp32), or :class:`~.cpu.FrozenFp32Runner` (fp32,
+  channels_last, frozen trace) without onnxruntime and for the click refiner;
 - ``torch`` with ``fast=False``, on a GPU, or on a CPU without oneDNN's x86 kernels (ARM):
   :class:`EagerRunner`, the model as loaded (fp32).
   On a GPU this is the fast path: the model is bound by GroupNorm and kernel launches there, which
@@ -21,7 +22,8 @@ from typing import Protocol
 import torch
 
 from ..utils.cpu_isa import cpu_bf16_supported, cpu_fp32_fast_supported
-from .cpu import FrozenBF16Runner, FrozenFp32Runner
+from .cpu import FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner
+from .cpu.ort import exportable, onnx_runtime_available
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ class OnnxBackend:
 def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "torch", fast: bool = True,
                 int8: bool = True, onnx_folder: str | None = None) -> Runner:
     """The runner for ``model`` (already on ``device``, eval mode); ValueError for an unknown backend
-    or ONNX on a non-CPU device. ``fast=False`` keeps the eager fp32 model on the CPU; ``int8=False``
+    or ONNX on a non-CPU device. ``onnx_folder``: where a saved ``model.onnx`` may lie (for the
+    ``onnx`` backend and the AVX2 fast path). ``fast=False`` keeps the eager fp32 model on the CPU; ``int8=False``
     keeps the bf16 fast path in bf16 throughout."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -83,4 +86,8 @@ def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "to
     size = int(getattr(model, "inference_img_size", 256))
     if cpu_bf16_supported():
         return FrozenBF16Runner(model, size, int8=int8)
-    return FrozenFp32Runner(model, size) if cpu_fp32_fast_supported() else EagerRunner(model, device)
+    if not cpu_fp32_fast_supported():
+        return EagerRunner(model, device)
+    if exportable(model) and onnx_runtime_available():
+        return OnnxFp32Runner(model, size, onnx_folder)
+    return FrozenFp32Runner(model, size)

@@ -1,6 +1,7 @@
 """The CPU fast paths, chosen per CPU capability (:mod:`lesionseg.utils.cpu_isa`, which follows the ISA caps
 ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA): where bf16 is native, the model held in bf16 (:mod:`.bf16`);
-elsewhere in exact fp32 (:mod:`.fp32`); both channels_last and frozen by TorchScript (:mod:`.frozen`),
+elsewhere in fp32 through ONNX Runtime (:mod:`.ort`), or, without it, the frozen fp32 trace (:mod:`.fp32`);
+the bf16 and fp32 traces are channels_last and frozen by TorchScript (:mod:`.frozen`),
 with module rewrites for the shapes PyTorch's CPU kernels handle poorly: attention gates computed
 channels-first (:mod:`.gate`), narrow upsampling and pooling as row-wise calls (:mod:`.resample`)
 and, on the bf16 path, GroupNorms with one channel per group in fp32 (:mod:`.norm`) and int8
@@ -11,6 +12,7 @@ from .bf16 import FrozenBF16Runner
 from .fp32 import FrozenFp32Runner
 from .frozen import FrozenRunner
 from .int8 import cpu_int8_supported
+from .ort import OnnxFp32Runner
 
-__all__ = ["FrozenBF16Runner", "FrozenFp32Runner", "FrozenRunner", "cpu_bf16_supported", "cpu_int8_supported",
-           "describe"]
+__all__ = ["FrozenBF16Runner", "FrozenFp32Runner", "FrozenRunner", "OnnxFp32Runner", "cpu_bf16_supported",
+           "cpu_int8_supported", "describe"]

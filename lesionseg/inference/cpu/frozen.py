@@ -56,6 +56,11 @@ class FrozenRunner:
                 log.warning("TorchScript freeze unavailable (%s); running the %s copy eagerly", e, self.name)
             self._tried = True
 
+    @property
+    def ready(self) -> bool:
+        """True once the trace was built (or tried): the first call has been paid."""
+        return self._tried
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if not self._tried:
