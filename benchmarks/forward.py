@@ -223,14 +223,21 @@ def photo_1024(settings: Settings) -> tuple[np.ndarray, str]:
     return cv2.resize(images[0], (1024, 768), interpolation=cv2.INTER_CUBIC), source
 
 
-def time_photo(model: torch.nn.Module, rgb: np.ndarray, settings: Settings) -> tuple[dict, float, Predictor]:
+def time_photo(model: torch.nn.Module, rgb: np.ndarray, settings: Settings,
+               with_frozen: bool = False) -> tuple[dict, dict[str, float], Predictor]:
     """``Predictor.predict(rgb).mask`` of ``model`` with ``fast=False`` ("exact") and on the default
-    path ("ours"), round-robin, exact first (so each "ours" paired speedup is exact / ours per round);
-    returns the timings, the two masks' Dice and the default Predictor."""
+    path ("ours"), round-robin, exact first (so each paired speedup is exact / that path per round);
+    ``with_frozen``: where the default is ONNX Runtime, the frozen fp32 trace too ("frozen"). Returns
+    the timings, each path's mask Dice against exact, and the default Predictor."""
     exact, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model))
-    timed = time_interleaved({"exact": lambda: exact.predict(rgb).mask, "ours": lambda: ours.predict(rgb).mask},
+    paths = {"exact": exact, "ours": ours}
+    if with_frozen and isinstance(ours.runner, OnnxFp32Runner):
+        paths["frozen"] = Predictor(copy.deepcopy(model), fast=False)
+        paths["frozen"].runner = FrozenFp32Runner(paths["frozen"].model, paths["frozen"].img_size)
+    timed = time_interleaved({k: (lambda p=p: p.predict(rgb).mask) for k, p in paths.items()},
                              settings.iters(40, 2), warmup=settings.iters(5, 1))
-    return timed, dice(exact.predict(rgb).mask, ours.predict(rgb).mask), ours
+    ref = exact.predict(rgb).mask
+    return timed, {k: dice(ref, p.predict(rgb).mask) for k, p in paths.items() if k != "exact"}, ours
 
 
 def photo_section(settings: Settings) -> dict[str, Any]:
@@ -240,7 +247,10 @@ def photo_section(settings: Settings) -> dict[str, Any]:
     What a user of the Python API waits for per photo: resizing, normalising, the model, the
     clean-up and the mask at the photo's size."""
     rgb, source = photo_1024(settings)
-    timed, agree, ours = time_photo(load_model(settings.weights), rgb, settings)
+    timed, agree, ours = time_photo(load_model(settings.weights), rgb, settings, with_frozen=True)
     rows = [{"variant": "Predictor(fast=False): exact fp32, eager", **timed["exact"]},
-            {"variant": f"Predictor default ({describe(ours)})", **timed["ours"], "ours": True, "dice": agree}]
+            {"variant": f"Predictor default ({describe(ours)})", **timed["ours"], "ours": True, "dice": agree["ours"]}]
+    if "frozen" in timed:
+        rows.append({"variant": "fp32 + channels_last, TorchScript-frozen (the fast path without onnxruntime)",
+                     **timed["frozen"], "dice": agree["frozen"]})
     return {"rows": rows, "speedup": timed["ours"]["paired_speedup"], "image": source}

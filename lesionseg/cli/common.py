@@ -58,7 +58,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="also load .pth/.pt/.bin checkpoints (weights-only); only for files you trust")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="eager fp32 inference on the CPU instead of its fast path (bf16 where the CPU has it "
-                        "natively, else frozen channels_last fp32; GPUs run fp32 either way)")
+                        "natively, else fp32 on ONNX Runtime; GPUs run fp32 either way)")
     p.add_argument("--no-int8", dest="int8", action="store_false",
                    help="keep the CPU fast path in bf16 throughout (by default it runs the 3x3 convolutions below "
                         "full resolution in int8 where the CPU has int8 dot products)")

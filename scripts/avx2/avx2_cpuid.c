@@ -8,9 +8,9 @@
  * off, clears the masked feature bits and resumes after the instruction. Faulting is inherited by
  * threads and forks and reset by execve, where LD_PRELOAD loads this again.
  *
- * Other SIGSEGV handlers (Python's faulthandler, a JIT) are kept behind this one: sigaction() for
- * SIGSEGV is interposed, records theirs and leaves this one installed; a fault that is not a
- * CPUID goes to theirs, or to the default action.
+ * Other SIGSEGV handlers (Python's faulthandler, a JIT, a compiler's crash reporter) are kept behind
+ * this one: sigaction() and signal() for SIGSEGV are interposed, record theirs and leave this one
+ * installed; a fault that is not a CPUID goes to theirs, or to the default action.
  *
  * Build: cc -O2 -shared -fPIC -o avx2_cpuid.so avx2_cpuid.c -ldl (scripts/as_avx2.sh does). */
 #define _GNU_SOURCE
@@ -87,6 +87,25 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     if (old != NULL) *old = chained;
     if (act != NULL) chained = *act;
     return 0;
+}
+
+/* signal() too: programs that install their crash handler with it (gcc's cc1plus does, and runs
+ * CPUID for -march=native) would otherwise replace the handler above */
+sighandler_t signal(int sig, sighandler_t handler) {
+    if (sig != SIGSEGV || !faulting_on) {
+        struct sigaction sa, old;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = handler;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (real_sigaction == NULL) real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+        return real_sigaction(sig, &sa, &old) == 0 ? old.sa_handler : SIG_ERR;
+    }
+    sighandler_t previous = (chained.sa_flags & SA_SIGINFO) ? (sighandler_t)chained.sa_sigaction : chained.sa_handler;
+    memset(&chained, 0, sizeof chained);
+    chained.sa_handler = handler;
+    chained.sa_flags = SA_RESTART;
+    return previous;
 }
 
 __attribute__((constructor)) static void init(void) {
