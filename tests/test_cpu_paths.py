@@ -125,6 +125,26 @@ def test_onnx_runner_computes_the_eager_model_per_thread_count_and_leaves_it_unt
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_in_memory_exports_are_kept_per_weights_and_input_size() -> None:
+    if not onnx_runtime_available():
+        pytest.skip("onnx / onnxruntime not installed")
+    from lesionseg.inference.onnx_backend import OnnxRunner, onnx_source
+
+    torch.manual_seed(8)
+    a = DSAttentionUNet(**SMALL).eval()
+    same = DSAttentionUNet(**SMALL).eval()
+    same.load_state_dict(a.state_dict())
+    other_size = DSAttentionUNet(**{**SMALL, "inference_img_size": 96}).eval()
+    other_size.load_state_dict(a.state_dict())
+    first = onnx_source(a)
+    assert onnx_source(same) is first  # the same weights: exported once
+    resized = onnx_source(other_size)
+    assert resized is not first and OnnxRunner(resized, 1).img_size == 96 and OnnxRunner(first, 1).img_size == 64
+    with torch.no_grad():
+        a.head.weight.add_(1.0)  # changed weights: a new export
+    assert onnx_source(a) is not first
+
+
 def test_onnx_runner_falls_back_to_the_frozen_trace_when_the_export_fails(monkeypatch: pytest.MonkeyPatch,
                                                                            caplog: pytest.LogCaptureFixture) -> None:
     from lesionseg.inference.cpu import ort

@@ -175,9 +175,9 @@ def save_onnx(model: torch.nn.Module, path: str | os.PathLike, check: bool = Tru
     return result
 
 
-# exports made in this process, by weights digest: Predictors of the same weights (a server's,
-# a batch's, a test's) export once
-_EXPORTS: dict[str, bytes] = {}
+# exports made in this process, by weights digest and input size: Predictors of the same weights
+# (a server's, a batch's, a test's) export once
+_EXPORTS: dict[tuple[str, int], bytes] = {}
 _EXPORTS_KEPT = 4
 _EXPORTS_LOCK = threading.Lock()
 
@@ -186,26 +186,27 @@ def onnx_source(model: torch.nn.Module, folder: str | os.PathLike | None = None)
     """What to open an ORT session on for ``model``: ``<folder>/model.onnx`` when it was exported
     from these very weights, else an in-memory export (under a second; kept per process and weights;
     ``lesionseg export --onnx`` saves it)."""
-    digest = weights_digest(model)
+    digest, size = weights_digest(model), int(getattr(model, "inference_img_size", 256))
     if folder is not None:
         file = Path(folder) / ONNX_NAME
         if file.is_file():
             try:
-                found = OnnxRunner(file, 1).digest
+                found = OnnxRunner(file, 1)
             except Exception as e:  # noqa: BLE001 - a corrupt file falls back to a fresh export
                 log.warning("%s: not loadable by ONNX Runtime (%s); exporting in memory", file, type(e).__name__)
             else:
-                if found == digest:
+                if found.digest == digest and found.img_size in (None, size):
                     return str(file)
                 log.warning("%s was exported from other weights; exporting in memory "
                             "(re-run lesionseg export --onnx to refresh it)", file)
+    key = (digest, size)
     with _EXPORTS_LOCK:
-        if digest not in _EXPORTS:
+        if key not in _EXPORTS:
             log.info("exporting the model to ONNX in memory (save it with lesionseg export --onnx)")
             if len(_EXPORTS) >= _EXPORTS_KEPT:
                 _EXPORTS.pop(next(iter(_EXPORTS)))
-            _EXPORTS[digest] = export_onnx(model)
-        return _EXPORTS[digest]
+            _EXPORTS[key] = export_onnx(model)
+        return _EXPORTS[key]
 
 
 def runner_for(model: torch.nn.Module, folder: str | os.PathLike | None = None,

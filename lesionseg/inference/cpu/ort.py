@@ -15,6 +15,7 @@ trace runs instead.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import threading
@@ -41,7 +42,8 @@ def exportable(model: torch.nn.Module) -> bool:
 class OnnxFp32Runner:
     """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits through ONNX Runtime.
 
-    ``model`` (eval mode, on the CPU) is only exported, never modified. Thread-safe; images run
+    ``model`` (eval mode, on the CPU) is copied, as the frozen trace's is: later changes to the
+    caller's weights do not reach this runner, whose export is taken on first use. Thread-safe; images run
     side by side (one ORT session per intra-op thread count asked for by the calling thread:
     ``torch.get_num_threads()``, which the batch workers set to 1). Inputs of another spatial size
     than ``img_size`` run the eager model, as the frozen trace's do.
@@ -51,7 +53,7 @@ class OnnxFp32Runner:
     int8_convs = 0
 
     def __init__(self, model: torch.nn.Module, img_size: int, onnx_folder: str | None = None):
-        self.model, self.size, self.folder = model, int(img_size), onnx_folder
+        self.model, self.size, self.folder = copy.deepcopy(model).eval(), int(img_size), onnx_folder
         self.name = "onnx fp32 (ONNX Runtime)"
         self._source: str | bytes | None = None
         self._sessions: dict[int, OnnxRunner] = {}
