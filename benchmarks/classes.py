@@ -72,11 +72,16 @@ def side_by_side(res: dict[str, Any], folder: Path = HERE) -> list[str]:
     other = json.loads(other_file.read_text()) if other_file.is_file() else None
     lines = ["## 8. Native and AVX2 side by side", ""]
     if other is None:
-        return lines + [f"Not shown: no {other_file.name} (run `python -m benchmarks` "
-                        + ("with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2" if native else "without ISA caps")
+        return lines + [f"Not shown: no {other_file.name} (run "
+                        + ("`scripts/as_avx2.sh python -m benchmarks`" if native else "`python -m benchmarks` without ISA caps")
                         + " to write it).", ""]
     runs = (res, other) if native else (other, res)
-    head = [f"{'native' if i == 0 else 'AVX2'}: {r['machine'].get('capability', '-')} ({r['machine']['date']})"
+
+    def held(r: dict[str, Any]) -> str:
+        caps = r["machine"].get("isa_caps", "none")
+        return "" if caps in ("none", "", None) else f" under `{caps}`"
+
+    head = [f"{'native' if i == 0 else 'AVX2'}{held(r)}: {r['machine'].get('capability', '-')} ({r['machine']['date']})"
             for i, r in enumerate(runs)]
     lines += ["| figure | " + " | ".join(head) + " |", "|---|---|---|"]
     lines += [f"| {name} | {fn(runs[0])} | {fn(runs[1])} |" for name, fn in FIGURES]
