@@ -72,9 +72,8 @@ def side_by_side(res: dict[str, Any], folder: Path = HERE) -> list[str]:
     other = json.loads(other_file.read_text()) if other_file.is_file() else None
     lines = ["## 8. Native and AVX2 side by side", ""]
     if other is None:
-        return lines + [f"Not shown: no {other_file.name} (run "
-                        + ("`scripts/as_avx2.sh python -m benchmarks`" if native else "`python -m benchmarks` without ISA caps")
-                        + " to write it).", ""]
+        how = "`scripts/as_avx2.sh python -m benchmarks`" if native else "`python -m benchmarks` without ISA caps"
+        return lines + [f"Not shown: no {other_file.name} (run {how} to write it).", ""]
     runs = (res, other) if native else (other, res)
 
     def held(r: dict[str, Any]) -> str:

@@ -43,10 +43,10 @@ class OnnxFp32Runner:
     """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits through ONNX Runtime.
 
     ``model`` (eval mode, on the CPU) is copied, as the frozen trace's is: later changes to the
-    caller's weights do not reach this runner, whose export is taken on first use. Thread-safe; images run
-    side by side (one ORT session per intra-op thread count asked for by the calling thread:
-    ``torch.get_num_threads()``, which the batch workers set to 1). Inputs of another spatial size
-    than ``img_size`` run the eager model, as the frozen trace's do.
+    caller's weights do not reach this runner, whose export is taken on first use. Thread-safe;
+    images run side by side (one ORT session per intra-op thread count asked for by the calling
+    thread: ``torch.get_num_threads()``, which the batch workers set to 1). Inputs of another
+    spatial size than ``img_size`` run the eager model, as the frozen trace's do.
     """
 
     side_by_side = True
