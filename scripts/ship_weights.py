@@ -3,7 +3,8 @@
 
     python scripts/ship_weights.py outputs/isic2017_256_seed42 --recipe configs/isic2017_256
 
-1. copies config.json + model.safetensors of the run's best model into weights/;
+1. copies config.json + model.safetensors of the run's best model into weights/, and its ONNX
+   export (model.onnx, which the AVX2 fast path loads);
 2. copies the split (ID lists) and training history into the recipe folder; re-measures the
    validation operating points on the masks users get (the model's clean-up applied, see
    lesionseg/postprocess.py) and applies the training's threshold rule to them (runs trained before
@@ -147,6 +148,12 @@ def main() -> int:
 
     # saved again rather than copied: config.json then names every channel list the model has
     DSAttentionUNet.from_pretrained(best).save_pretrained(weights)
+    # the AVX2 fast path opens it instead of exporting the model in every process (checked
+    # against PyTorch before it is written; a model.onnx of other weights is ignored at load)
+    from lesionseg.inference import load_model
+    from lesionseg.inference.onnx_backend import ONNX_NAME, save_onnx
+
+    save_onnx(load_model(weights), weights / ONNX_NAME)
     for name in ("split.json", "val_ids.txt", "test_ids.txt"):
         shutil.copy2(run / name, recipe / name)
     shutil.copy2(run / "logs" / "metrics.jsonl", recipe / "training_history.jsonl")

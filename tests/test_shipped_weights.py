@@ -43,6 +43,18 @@ def test_shipped_weights_load_strictly_with_a_tuned_threshold() -> None:
     assert not list(WEIGHTS.glob("*.pth")) and not list(WEIGHTS.glob("*.bin"))
 
 
+def test_shipped_onnx_export_is_of_the_shipped_weights_and_the_avx2_path_opens_it() -> None:
+    """weights/model.onnx (scripts/ship_weights.py writes it) must be re-exported whenever the
+    weights change: a stale one is ignored at load, and every AVX2 process exports again."""
+    pytest.importorskip("onnxruntime")
+    from lesionseg.inference.onnx_backend import ONNX_NAME, OnnxRunner, onnx_source, weights_digest
+
+    model = load_model(WEIGHTS)
+    runner = OnnxRunner(WEIGHTS / ONNX_NAME, 1)
+    assert runner.digest == weights_digest(model) and runner.img_size == model.inference_img_size
+    assert onnx_source(model, WEIGHTS) == str(WEIGHTS / ONNX_NAME)
+
+
 def test_shipped_operating_points_describe_the_cleaned_masks_users_get() -> None:
     cfg = json.loads((WEIGHTS / "config.json").read_text())
     tuned = json.loads((RECIPE / "operating_points.json").read_text())
