@@ -162,11 +162,16 @@ def test_onnx_runner_falls_back_to_the_frozen_trace_when_the_export_fails(monkey
     assert runner.ready and runner.name == "fp32 channels_last" and "exporter broke" in caplog.text
 
 
-def test_the_click_refiner_keeps_the_frozen_trace() -> None:
-    # its 6-channel input has no ONNX export
+def test_on_the_avx2_path_the_click_refiner_keeps_the_frozen_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    # its 6-channel input has no ONNX export; the choice as an AVX2 CPU makes it, on any CPU here
+    from lesionseg.inference import runners
+
+    monkeypatch.setattr(runners, "cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr(runners, "cpu_fp32_fast_supported", lambda: True)
+    monkeypatch.setattr(runners, "onnx_runtime_available", lambda: True)
     refiner = DSAttentionUNet(**SMALL, in_channels=6, click_conditioned=True).eval()
     pred = Predictor(DSAttentionUNet(**SMALL).eval(), refiner=refiner)
-    assert not isinstance(pred.refine_runner, OnnxFp32Runner)
+    assert isinstance(pred.runner, OnnxFp32Runner) and isinstance(pred.refine_runner, FrozenFp32Runner)
 
 
 @pytest.mark.data

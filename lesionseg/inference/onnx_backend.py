@@ -175,9 +175,9 @@ def save_onnx(model: torch.nn.Module, path: str | os.PathLike, check: bool = Tru
     return result
 
 
-# exports made in this process, by weights digest and input size: Predictors of the same weights
+# exports made in this process, by weights digest, input size and configuration: Predictors of the same weights
 # (a server's, a batch's, a test's) export once
-_EXPORTS: dict[tuple[str, int], bytes] = {}
+_EXPORTS: dict[tuple[str, int, str], bytes] = {}
 _EXPORTS_KEPT = 4
 _EXPORTS_LOCK = threading.Lock()
 
@@ -199,7 +199,9 @@ def onnx_source(model: torch.nn.Module, folder: str | os.PathLike | None = None)
                     return str(file)
                 log.warning("%s was exported from other weights; exporting in memory "
                             "(re-run lesionseg export --onnx to refresh it)", file)
-    key = (digest, size)
+    # the architecture settings outside the state dict (activation, groups) shape the graph too
+    config = json.dumps(getattr(model, "_hub_mixin_config", None), sort_keys=True, default=str)
+    key = (digest, size, config)
     with _EXPORTS_LOCK:
         if key not in _EXPORTS:
             log.info("exporting the model to ONNX in memory (save it with lesionseg export --onnx)")

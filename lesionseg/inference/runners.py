@@ -32,8 +32,8 @@ BACKENDS = ("torch", "onnx")
 
 class Runner(Protocol):
     """A model call. ``name`` says which path it is (for logs and benchmarks); ``side_by_side``
-    says whether several images are best predicted at once on their own threads (the CPU's torch
-    paths) or one after another (ONNX Runtime and GPUs spread one image over their own threads)."""
+    says whether several images are best predicted at once on their own threads (the CPU's fast
+    paths) or one after another (the ``onnx`` backend and GPUs spread one image over their threads)."""
 
     name: str
     side_by_side: bool

@@ -53,18 +53,25 @@ static void mask(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
 
 static void on_segv(int sig, siginfo_t *info, void *ctx) {
     ucontext_t *uc = (ucontext_t *)ctx;
+    /* a trapped CPUID arrives as SI_KERNEL at the instruction itself (0F A2); only then is the
+     * instruction pointer read */
     const uint8_t *ip = (const uint8_t *)uc->uc_mcontext.gregs[REG_RIP];
-    if (info->si_code <= 0 || ip == NULL || ip[0] != 0x0f || ip[1] != 0xa2) {
-        /* not a trapped CPUID: the program's own handler, else the default action on return */
+    if (info->si_code != SI_KERNEL || ip == NULL || ip[0] != 0x0f || ip[1] != 0xa2) {
+        /* not a trapped CPUID: the program's own handler, else the default action */
         if ((chained.sa_flags & SA_SIGINFO) && chained.sa_sigaction != NULL) {
             chained.sa_sigaction(sig, info, ctx);
-        } else if (chained.sa_handler != SIG_DFL && chained.sa_handler != SIG_IGN && chained.sa_handler != NULL) {
+        } else if (chained.sa_handler == SIG_IGN) {
+            return;
+        } else if (chained.sa_handler != SIG_DFL && chained.sa_handler != NULL) {
             chained.sa_handler(sig);
         } else {
             struct sigaction dfl;
             memset(&dfl, 0, sizeof dfl);
             dfl.sa_handler = SIG_DFL;
             real_sigaction(SIGSEGV, &dfl, NULL);
+            /* a fault re-runs its instruction on return and gets the default action; a signal
+             * sent by kill() or raise() is raised again for it */
+            if (info->si_code <= 0) raise(sig);
         }
         return;
     }
@@ -93,13 +100,8 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
  * CPUID for -march=native) would otherwise replace the handler above */
 sighandler_t signal(int sig, sighandler_t handler) {
     if (sig != SIGSEGV || !faulting_on) {
-        struct sigaction sa, old;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = handler;
-        sa.sa_flags = SA_RESTART;
-        sigemptyset(&sa.sa_mask);
-        if (real_sigaction == NULL) real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
-        return real_sigaction(sig, &sa, &old) == 0 ? old.sa_handler : SIG_ERR;
+        sighandler_t (*real_signal)(int, sighandler_t) = (sighandler_t(*)(int, sighandler_t))dlsym(RTLD_NEXT, "signal");
+        return real_signal(sig, handler);
     }
     sighandler_t previous = (chained.sa_flags & SA_SIGINFO) ? (sighandler_t)chained.sa_sigaction : chained.sa_handler;
     memset(&chained, 0, sizeof chained);
@@ -113,7 +115,7 @@ __attribute__((constructor)) static void init(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_segv;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK; /* a stack overflow's handler needs its alternate stack */
     real_sigaction(SIGSEGV, &sa, &chained);
     if (syscall(SYS_arch_prctl, ARCH_SET_CPUID, 0) != 0) {
         real_sigaction(SIGSEGV, &chained, NULL);

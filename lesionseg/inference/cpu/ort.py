@@ -44,8 +44,8 @@ class OnnxFp32Runner:
 
     ``model`` (eval mode, on the CPU) is copied, as the frozen trace's is: later changes to the
     caller's weights do not reach this runner, whose export is taken on first use. Thread-safe;
-    images run side by side (one ORT session per intra-op thread count asked for by the calling
-    thread: ``torch.get_num_threads()``, which the batch workers set to 1). Inputs of another
+    images run side by side (one ORT session per intra-op thread count, ``torch.get_num_threads()``
+    at the call, which the batch engine sets to 1 while its workers run). Inputs of another
     spatial size than ``img_size`` run the eager model, as the frozen trace's do.
     """
 
