@@ -285,8 +285,13 @@ def test_browser_click_undo_brush_download_and_save(server, photo, predictor, ch
         _wait(page, "#corrections", "No corrections yet")
         _wait(page, "#measurements", "Lesion area")
         area = page.locator("#measurements").inner_text()
+        shown = page.locator("#overlay img").get_attribute("src")
         _click(page, 0.5, 0.5)  # "Add lesion (+)" is the default mode with a refiner
         _wait(page, "#corrections", "1 click (1 +")
+        # the corrections text and the overlay are separate outputs of one event: read the overlay
+        # once the browser has the new one, not the one still shown
+        page.wait_for_function("([s, old]) => document.querySelector(s)?.getAttribute('src') !== old",
+                               arg=["#overlay img", shown])
         r, g, b = _overlay_pixel(page, server, W // 2, H // 2)
         assert g > 150 and r < 120, "no green dot where the click was"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
