@@ -145,6 +145,20 @@ def test_in_memory_exports_are_kept_per_weights_and_input_size() -> None:
     assert onnx_source(a) is not first
 
 
+def test_a_saved_model_onnx_is_opened_only_when_readable_and_of_these_weights(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    if not onnx_runtime_available():
+        pytest.skip("onnx / onnxruntime not installed")
+    from lesionseg.inference.onnx_backend import ONNX_NAME, onnx_source, save_onnx
+
+    torch.manual_seed(9)
+    model = DSAttentionUNet(**SMALL).eval()
+    save_onnx(model, tmp_path / ONNX_NAME, check=False)
+    assert onnx_source(model, tmp_path) == str(tmp_path / ONNX_NAME)
+    (tmp_path / ONNX_NAME).write_bytes(b"not an onnx file")  # corrupt: an in-memory export instead
+    assert isinstance(onnx_source(model, tmp_path), bytes) and "not a readable ONNX file" in caplog.text
+
+
 def test_onnx_runner_falls_back_to_the_frozen_trace_when_the_export_fails(monkeypatch: pytest.MonkeyPatch,
                                                                            caplog: pytest.LogCaptureFixture) -> None:
     from lesionseg.inference.cpu import ort

@@ -175,8 +175,8 @@ def save_onnx(model: torch.nn.Module, path: str | os.PathLike, check: bool = Tru
     return result
 
 
-# exports made in this process, by weights digest, input size and configuration: Predictors of the same weights
-# (a server's, a batch's, a test's) export once
+# exports made in this process, by weights digest, input size and configuration: Predictors of
+# the same weights (a server's, a batch's, a test's) export once
 _EXPORTS: dict[tuple[str, int, str], bytes] = {}
 _EXPORTS_KEPT = 4
 _EXPORTS_LOCK = threading.Lock()
@@ -184,18 +184,20 @@ _EXPORTS_LOCK = threading.Lock()
 
 def onnx_source(model: torch.nn.Module, folder: str | os.PathLike | None = None) -> str | bytes:
     """What to open an ORT session on for ``model``: ``<folder>/model.onnx`` when it was exported
-    from these very weights, else an in-memory export (under a second; kept per process and weights;
+    from these very weights, else an in-memory export (kept per process and weights;
     ``lesionseg export --onnx`` saves it)."""
     digest, size = weights_digest(model), int(getattr(model, "inference_img_size", 256))
     if folder is not None:
         file = Path(folder) / ONNX_NAME
         if file.is_file():
             try:
-                found = OnnxRunner(file, 1)
+                # the metadata alone, without an ORT session: the caller opens its own on the file
+                proto = _require("onnx").load(str(file), load_external_data=False)
+                meta = {p.key: p.value for p in proto.metadata_props}
             except Exception as e:  # noqa: BLE001 - a corrupt file falls back to a fresh export
-                log.warning("%s: not loadable by ONNX Runtime (%s); exporting in memory", file, type(e).__name__)
+                log.warning("%s: not a readable ONNX file (%s); exporting in memory", file, type(e).__name__)
             else:
-                if found.digest == digest and found.img_size in (None, size):
+                if meta.get(META_DIGEST) == digest and int(meta.get(META_SIZE, 0) or size) == size:
                     return str(file)
                 log.warning("%s was exported from other weights; exporting in memory "
                             "(re-run lesionseg export --onnx to refresh it)", file)
