@@ -119,11 +119,15 @@ def test_batch_reports_the_corrupt_file_and_zips_the_rest(client, photos):
 
 
 def speckled_photo(h: int, w: int, seed: int) -> np.ndarray:
-    """A drawn lesion plus two dark spots near the corners, large enough for the shipped model to
-    outline some of them as separate small regions, which the clean-up then drops."""
+    """A drawn lesion with a pale centre plus two dark spots near the corners: a model may leave the
+    centre as a hole (which the clean-up fills) or outline a spot as a separate small region (which
+    it drops); the shipped model does the first on some of these photos."""
     import cv2
 
-    img, _ = draw_lesion(h, w, seed)
+    img, mask = draw_lesion(h, w, seed)
+    ys, xs = np.nonzero(mask)
+    centre, axes = (int(xs.mean()), int(ys.mean())), (int(np.ptp(xs) * 0.225), int(np.ptp(ys) * 0.225))
+    cv2.ellipse(img, centre, axes, 0, 0, 360, (220, 170, 150), -1)
     r = int(min(h, w) * 0.09)
     for cx, cy in ((0.1, 0.1), (0.9, 0.12)):
         cv2.circle(img, (int(cx * w), int(cy * h)), r, (110, 60, 40), -1)
