@@ -82,3 +82,13 @@ def tapped(layers: Sequence[nn.Module], taps: Sequence[int], x: torch.Tensor) ->
         feats.append(x)
         start = stop
     return feats
+
+
+def widen_input(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A pretrained first convolution's (C_out, C_in, k, k) weight with zeros for the input channels
+    past C_in up to ``in_channels``: a click-conditioned model then starts out computing what the
+    pretrained RGB network does."""
+    extra = in_channels - weight.shape[1]
+    if extra <= 0:
+        return weight
+    return torch.cat([weight, weight.new_zeros(weight.shape[0], extra, *weight.shape[2:])], dim=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blocks import ConvBlock, tapped
+from .blocks import ConvBlock, tapped, widen_input
 
 # (repeats, kernel, first stride, expansion, out channels): EfficientNet-Lite0's block table
 _LITE0 = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
@@ -80,11 +80,8 @@ class EfficientNetLite0Encoder(nn.Module):
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
         keep = ("_conv_stem.", "_bn0.", "_blocks.")
         state = {k: v for k, v in state.items() if k.startswith(keep)}
-        w = state.get("_conv_stem.weight")
-        extra = self._conv_stem.weight.shape[1] - (w.shape[1] if w is not None else 0)
-        if w is not None and extra > 0:
-            # extra input channels (a click-conditioned model) start at zero: RGB as pretrained
-            state["_conv_stem.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], dim=1)
+        if "_conv_stem.weight" in state:
+            state["_conv_stem.weight"] = widen_input(state["_conv_stem.weight"], self._conv_stem.weight.shape[1])
         own = {k for k in self.state_dict() if k.startswith(keep)}
         missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
         if missing or unexpected:

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .blocks import ConvBlock, tapped
+from .blocks import ConvBlock, tapped, widen_input
 
 ENCODERS = ("unet", "mobilenet_v2", "efficientnet_lite0")
 # how to get the ImageNet file of each pretrained encoder (training only: shipped weights carry it)
@@ -129,12 +129,8 @@ class MobileNetV2Encoder(nn.Module):
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         state = {k: v for k, v in state.items() if int(k.split(".")[0]) < len(self.features)}
-        first = self.features[0][0].weight
-        if "0.0.weight" in state and first.shape[1] > state["0.0.weight"].shape[1]:
-            # extra input channels (a click-conditioned model) start at zero: RGB as pretrained
-            extra = first.shape[1] - state["0.0.weight"].shape[1]
-            w = state["0.0.weight"]
-            state["0.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], dim=1)
+        if "0.0.weight" in state:
+            state["0.0.weight"] = widen_input(state["0.0.weight"], self.features[0][0].weight.shape[1])
         missing, unexpected = self.features.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: not torchvision's MobileNetV2 ImageNet file "

@@ -8,8 +8,7 @@ only has to learn what the clicks add (RITM initialises its extra input the same
 """
 from __future__ import annotations
 
-import torch
-
+from .blocks import widen_input
 from .ds_attention_unet import CLICK_CHANNELS, DSAttentionUNet
 
 
@@ -30,7 +29,7 @@ def click_refiner_from(model: DSAttentionUNet, config: dict, click_radius: int =
         if tensor.shape != want:
             if tensor.dim() != 4 or tensor.shape[1] != 3 or want[1] != 3 + CLICK_CHANNELS:
                 raise ValueError(f"{name}: cannot widen {tuple(tensor.shape)} to {tuple(want)}")
-            tensor = torch.cat([tensor, tensor.new_zeros(tensor.shape[0], CLICK_CHANNELS, *tensor.shape[2:])], dim=1)
+            tensor = widen_input(tensor, want[1])
         state[name] = tensor
     refiner.load_state_dict(state, strict=True)
     return refiner
