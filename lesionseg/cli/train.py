@@ -48,7 +48,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="albumentations augmentation (default on)")
     both("augment_preset", choices=list(AUGMENT_PRESETS),
          help="standard (the original recipe) or robust (framing, colour constancy, blur, pen marks)")
-    both("encoder", choices=list(ENCODERS), help="encoder: unet (from scratch), mobilenet_v2 or efficientnet_lite0 (ImageNet)")
+    both("encoder", choices=list(ENCODERS),
+         help="encoder: unet (from scratch), mobilenet_v2 or efficientnet_lite0 (ImageNet)")
     both("encoder_weights", metavar="PATH|none",
          help="ImageNet file of a pretrained encoder (default: the installed extra; none: random init)")
     g = p.add_argument_group("runtime")

@@ -20,6 +20,9 @@ from .blocks import AttentionGate, ConvBlock
 from .efficientnet_lite import EfficientNetLite0Encoder
 from .encoders import ENCODERS, MobileNetV2Encoder, UNetEncoder
 
+# encoders with an ImageNet file, by encoder_name; every other name in ENCODERS is trained from scratch
+PRETRAINED_ENCODERS = {"mobilenet_v2": MobileNetV2Encoder, "efficientnet_lite0": EfficientNetLite0Encoder}
+
 ARCHITECTURE = "DSAttentionUNet"
 DEFAULT_UNET_CHANNELS = (16, 32, 64, 128, 256)
 MOBILENET_DECODER_CHANNELS = (128, 64, 32, 24, 16)
@@ -166,9 +169,9 @@ class DSAttentionUNet(
         if encoder_name not in ENCODERS:
             raise ValueError(f"unknown encoder_name {encoder_name!r}; valid: {', '.join(ENCODERS)}")
         if not full_resolution_stage and encoder_name == "unet":
-            raise ValueError("full_resolution_stage=False needs a pretrained encoder (encoder_name mobilenet_v2 or "
-                             "efficientnet_lite0): "
-                             "the unet encoder's first level is its full-resolution stage")
+            raise ValueError(f"full_resolution_stage=False needs a pretrained encoder (encoder_name "
+                             f"{' or '.join(PRETRAINED_ENCODERS)}): the unet encoder's first level is its "
+                             "full-resolution stage")
         if encoder_name == "unet":
             encoder_channels = list(encoder_channels or DEFAULT_UNET_CHANNELS)
             if not 4 <= len(encoder_channels) <= 6:
@@ -176,8 +179,7 @@ class DSAttentionUNet(
             encoder: nn.Module = UNetEncoder(in_channels, encoder_channels, norm_groups, activation, encoder_dropout)
         else:
             stem = 0 if not full_resolution_stage else int(encoder_channels[0]) if encoder_channels else 16
-            kind = MobileNetV2Encoder if encoder_name == "mobilenet_v2" else EfficientNetLite0Encoder
-            encoder = kind(stem, norm_groups, activation, in_channels)
+            encoder = PRETRAINED_ENCODERS[encoder_name](stem, norm_groups, activation, in_channels)
             if encoder_channels and list(encoder_channels) != encoder.out_channels:
                 what = "(the first, the stem, may change)" if stem else "(no stem: full_resolution_stage is false)"
                 raise ValueError(f"encoder_channels of {encoder_name!r} are {encoder.out_channels} "
