@@ -67,7 +67,7 @@ def _child(argv: list[str] | None = None) -> None:
     settings = Settings(weights=args.weights, data=args.data, threads=args.threads)
     model = load_model(settings.weights)
     x = batch_of(real_images(settings, 1)[0], model)[:1].clone()
-    base, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model))
+    base, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model), onnx_folder=str(settings.weights))
     # the heap grows over the first calls (faults) before it holds both paths' working sets
     timed = time_interleaved({"baseline": lambda: base._forward(x),  # noqa: SLF001 - the model call alone
                               "ours": lambda: ours._forward(x)}, args.iters, warmup=10)  # noqa: SLF001

@@ -15,7 +15,8 @@ import torch
 
 from lesionseg.data.transforms import normalize, resize_rgb
 from lesionseg.inference import Predictor, load_model
-from lesionseg.inference.cpu import FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner, cpu_bf16_supported
+from lesionseg.inference.cpu import (FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner,
+                                     cpu_bf16_supported)
 
 from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_interleaved
 
@@ -88,7 +89,8 @@ def forward_section(settings: Settings) -> dict[str, Any]:
     x1 = x[:1].clone()
     t = model.inference_threshold
     base = Predictor(model, fast=False)
-    ours = Predictor(copy.deepcopy(model))  # the project's default path
+    folder = str(settings.weights)  # model.onnx and int8_calibration.json lie there
+    ours = Predictor(copy.deepcopy(model), onnx_folder=folder)  # the project's default path
     candidates: list[tuple[str, Fn, dict[str, Any]]] = [
         ("fp32 eager NCHW (baseline, research code)", _predictor_fn(base), {}),
         ("fp32 eager channels_last", _eager(model, True, False), {}),
@@ -113,12 +115,12 @@ def forward_section(settings: Settings) -> dict[str, Any]:
                 candidates.append((name, None, {"skipped": f"{type(e).__name__}: {str(e)[:120]}"}))
     else:
         candidates.append(("torch.compile", None, {"skipped": "not run with --quick (compiles for minutes)"}))
-    if isinstance(ours.runner, OnnxFp32Runner):  # the AVX2 path before ONNX Runtime became its default
-        frozen = Predictor(copy.deepcopy(model), fast=False)
-        frozen.runner = FrozenFp32Runner(frozen.model, frozen.img_size)
-        candidates.append(("fp32 + channels_last, TorchScript-frozen", _predictor_fn(frozen), {}))
-    if ours.int8:  # the step the int8 convolutions add, on the same frozen bf16 path
-        no_int8 = Predictor(copy.deepcopy(model), int8=False)
+    for name, runner in fallbacks(model, ours):
+        other = Predictor(copy.deepcopy(model), fast=False)
+        other.runner = runner
+        candidates.append((name, _predictor_fn(other), {}))
+    if ours.int8:  # the step the int8 convolutions add, on the same path
+        no_int8 = Predictor(copy.deepcopy(model), int8=False, onnx_folder=folder)
         candidates.append((f"{describe(no_int8)} (--no-int8)", _predictor_fn(no_int8), {}))
     candidates.append((f"project Predictor default ({describe(ours)})", _predictor_fn(ours), {"ours": True}))
 
@@ -138,12 +140,34 @@ def forward_section(settings: Settings) -> dict[str, Any]:
     return {"rows": rows, "images": source, "threshold": t, "ours": describe(ours), "model": model}
 
 
+def fallbacks(model: torch.nn.Module, ours: Predictor) -> list[tuple[str, Any]]:
+    """Where the default is OpenVINO, the paths a CPU without it takes (the bf16 trace where bf16 is
+    native, else ONNX Runtime fp32), and the frozen fp32 trace (no onnxruntime either); where the
+    default is ONNX Runtime, the frozen fp32 trace. (name, runner) pairs."""
+    size = int(model.inference_img_size)
+    out: list[tuple[str, Any]] = []
+    if isinstance(ours.runner, OpenVinoRunner):
+        if cpu_bf16_supported():
+            name = "fp32 encoder + bf16 weights + channels_last, TorchScript-frozen (the default without openvino)"
+            out.append((name, FrozenBF16Runner(copy.deepcopy(model), size)))
+        else:
+            out.append(("ONNX Runtime fp32 (the default without openvino)", OnnxFp32Runner(copy.deepcopy(model), size)))
+    if isinstance(ours.runner, (OpenVinoRunner, OnnxFp32Runner)):
+        out.append(("fp32 + channels_last, TorchScript-frozen", FrozenFp32Runner(copy.deepcopy(model), size)))
+    return out
+
+
 def describe(pred: Predictor) -> str:
     """Short name of a Predictor's execution path."""
     if pred.backend == "onnx":
         return "ONNX Runtime fp32"
     if not pred.fast:
         return "fp32 eager"
+    if isinstance(pred.runner, OpenVinoRunner):
+        if pred.runner.name.startswith("onnx") or pred.runner.name.startswith("fp32"):
+            return f"{pred.runner.name} (OpenVINO failed)"
+        return ("OpenVINO fp32, int8 decoder 3x3 convolutions below its coarsest stage" if pred.int8
+                else "OpenVINO fp32")
     if pred.int8:
         return "bf16 weights + channels_last + int8 convolutions below full resolution, TorchScript-frozen"
     if isinstance(pred.runner, OnnxFp32Runner):
@@ -223,17 +247,18 @@ def photo_1024(settings: Settings) -> tuple[np.ndarray, str]:
     return cv2.resize(images[0], (1024, 768), interpolation=cv2.INTER_CUBIC), source
 
 
-def time_photo(model: torch.nn.Module, rgb: np.ndarray, settings: Settings,
-               with_frozen: bool = False) -> tuple[dict, dict[str, float], Predictor]:
+def time_photo(model: torch.nn.Module, rgb: np.ndarray, settings: Settings, with_frozen: bool = False,
+               folder: str | None = None) -> tuple[dict, dict[str, float], Predictor]:
     """``Predictor.predict(rgb).mask`` of ``model`` with ``fast=False`` ("exact") and on the default
     path ("ours"), round-robin, exact first (so each paired speedup is exact / that path per round);
-    ``with_frozen``: where the default is ONNX Runtime, the frozen fp32 trace too ("frozen"). Returns
-    the timings, each path's mask Dice against exact, and the default Predictor."""
-    exact, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model))
+    ``with_frozen``: the paths of :func:`fallbacks` too (named as there). ``folder``: the weights folder
+    (model.onnx, int8_calibration.json). Returns the timings, each path's mask Dice against exact,
+    and the default Predictor."""
+    exact, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model), onnx_folder=folder)
     paths = {"exact": exact, "ours": ours}
-    if with_frozen and isinstance(ours.runner, OnnxFp32Runner):
-        paths["frozen"] = Predictor(copy.deepcopy(model), fast=False)
-        paths["frozen"].runner = FrozenFp32Runner(paths["frozen"].model, paths["frozen"].img_size)
+    for name, runner in (fallbacks(model, ours) if with_frozen else []):
+        paths[name] = Predictor(copy.deepcopy(model), fast=False)
+        paths[name].runner = runner
     timed = time_interleaved({k: (lambda p=p: p.predict(rgb).mask) for k, p in paths.items()},
                              settings.iters(40, 2), warmup=settings.iters(5, 1))
     ref = exact.predict(rgb).mask
@@ -247,10 +272,9 @@ def photo_section(settings: Settings) -> dict[str, Any]:
     What a user of the Python API waits for per photo: resizing, normalising, the model, the
     clean-up and the mask at the photo's size."""
     rgb, source = photo_1024(settings)
-    timed, agree, ours = time_photo(load_model(settings.weights), rgb, settings, with_frozen=True)
+    timed, agree, ours = time_photo(load_model(settings.weights), rgb, settings, with_frozen=True,
+                                    folder=str(settings.weights))
     rows = [{"variant": "Predictor(fast=False): exact fp32, eager", **timed["exact"]},
             {"variant": f"Predictor default ({describe(ours)})", **timed["ours"], "ours": True, "dice": agree["ours"]}]
-    if "frozen" in timed:
-        rows.append({"variant": "fp32 + channels_last, TorchScript-frozen (the fast path without onnxruntime)",
-                     **timed["frozen"], "dice": agree["frozen"]})
+    rows += [{"variant": name, **timed[name], "dice": agree[name]} for name in timed if name not in ("exact", "ours")]
     return {"rows": rows, "speedup": timed["ours"]["paired_speedup"], "image": source}

@@ -53,7 +53,7 @@ def measure(models: list[tuple[str, Path, Path | None]], settings: Settings) -> 
     rows = []
     for label, weights, evals in models:
         model = load_model(weights)
-        timed, agree, ours = time_photo(model, rgb, settings)
+        timed, agree, ours = time_photo(model, rgb, settings, folder=str(weights))
         rows.append({"label": label, "weights": str(weights), "evals": str(evals) if evals else None,
                      "path": describe(ours),
                      # from the model, not config.json: folders saved by older versions leave the defaults out

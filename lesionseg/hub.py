@@ -6,6 +6,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# a weights folder as the Hub gets it (model.onnx is left out: it is exported again where needed)
+PUBLISHED_FILES = ["config.json", "model.safetensors", "README.md", "int8_calibration.json"]
+
 
 class PublishError(RuntimeError):
     """Publishing failed; local outputs are untouched."""
@@ -13,7 +16,8 @@ class PublishError(RuntimeError):
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = False, commit_message: str | None = None,
                 path_in_repo: str | None = None) -> str:
-    """Upload ``folder`` (config.json, model.safetensors, README.md) to model repo ``repo_id``, or
+    """Upload ``folder`` (config.json, model.safetensors, README.md, and int8_calibration.json where
+    there is one) to model repo ``repo_id``, or
     to its sub-folder ``path_in_repo`` (a click refiner goes to ``refiner/`` beside its model).
 
     The token comes from ``HF_TOKEN`` or a prior ``hf auth login``. Returns the commit URL.
@@ -29,7 +33,7 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, commit_
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
                                  path_in_repo=path_in_repo,
-                                 allow_patterns=["config.json", "model.safetensors", "README.md"],
+                                 allow_patterns=PUBLISHED_FILES,
                                  commit_message=commit_message or "Upload lesionseg DS-AttentionUNet")
     except OfflineModeIsEnabled:
         raise PublishError(f"cannot publish to {repo_id}: HF_HUB_OFFLINE is set (unset it, then run "

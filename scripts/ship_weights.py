@@ -3,8 +3,9 @@
 
     python scripts/ship_weights.py outputs/isic2017_256_seed42 --recipe configs/isic2017_256
 
-1. copies config.json + model.safetensors of the run's best model into weights/, and its ONNX
-   export (model.onnx, which the AVX2 fast path loads);
+1. copies config.json + model.safetensors of the run's best model into weights/, its ONNX
+   export (model.onnx, which the CPU fast paths load) and the int8 calibration of its decoder
+   convolutions (int8_calibration.json, measured on 64 photos of the training part);
 2. copies the split (ID lists) and training history into the recipe folder; re-measures the
    validation operating points on the masks users get (the model's clean-up applied, see
    lesionseg/postprocess.py) and applies the training's threshold rule to them (runs trained before
@@ -167,6 +168,9 @@ def main() -> int:
     external = cfg.get("external_dir")
     if external:
         external = os.path.relpath(external, ROOT)
+    # the CPU fast path's int8 decoder convolutions: ranges from training photos, never the test part
+    subprocess.run([sys.executable, "-m", "lesionseg", "export", "--weights", str(weights), "--int8-calibration",
+                    data_dir, "--ids", str(recipe / "split.json"), "--split", "train"], check=True, cwd=ROOT)
     retune_threshold(weights, data_dir, recipe / "val_ids.txt", cfg["recall_target"], recipe / "operating_points.json",
                      external, cfg.get("external_recall_target", 0.9))
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)

@@ -130,6 +130,31 @@ def make_dataset(tmp_path: Path):
     return make
 
 
+@pytest.fixture
+def offline_hub_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``put(folder, names) -> repo id``: copy ``names`` of ``folder`` into a Hub cache snapshot of
+    ``someone/lesion-model`` under tmp_path, with the Hub offline and that cache in use (the network
+    boundary: everything from the cache on is real)."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--lesion-model"
+    snap = repo / "snapshots" / commit
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def put(folder: Path, names: tuple[str, ...]) -> str:
+        snap.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        for name in names:
+            shutil.copy(Path(folder) / name, snap / name)
+        return "someone/lesion-model"
+
+    put.snapshot = snap
+    return put
+
+
 @pytest.fixture(scope="session")
 def refiner_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A weights folder with a click refiner: the shipped ``weights/`` where it has ``refiner/``,

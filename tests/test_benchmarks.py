@@ -194,7 +194,7 @@ def test_allocator_neutral_child_keeps_freed_memory_and_the_report_judges_it() -
     from benchmarks.report import render, targets
 
     fa = allocator_neutral_section(Settings(quick=True))
-    assert fa["speedup"] > 0 and fa["ours_path"] == describe(Predictor(load_model(WEIGHTS)))
+    assert fa["speedup"] > 0 and fa["ours_path"] == describe(Predictor(load_model(WEIGHTS), onnx_folder=str(WEIGHTS)))
     # by default the fp32 baseline faults in ~30 MB per call (section 1); the child's malloc keeps it
     assert fa["baseline"]["page_faults"] < 1000 and fa["ours"]["page_faults"] < 1000
     res = json.loads((ROOT / "benchmarks" / "results.json").read_text())

@@ -70,19 +70,24 @@ def test_runner_uses_the_frozen_trace_at_its_size_and_the_eager_model_elsewhere(
 
 def test_predictor_takes_the_bf16_runner_only_where_the_cpu_has_bf16() -> None:
     from lesionseg.inference import Predictor
-    from lesionseg.inference.cpu import FrozenFp32Runner, OnnxFp32Runner
+    from lesionseg.inference.cpu import FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner
+    from lesionseg.inference.cpu.openvino import openvino_available
     from lesionseg.inference.cpu.ort import onnx_runtime_available
 
     fast, exact = Predictor(_model(), fast=True), Predictor(_model(), fast=False)
     from lesionseg.utils.cpu_isa import cpu_fp32_fast_supported
 
     assert not exact.fast and exact.runner.name == "fp32"
-    assert isinstance(fast.runner, FrozenBF16Runner) == cpu_bf16_supported()
+    openvino = openvino_available() and cpu_fp32_fast_supported()  # then OpenVINO on every x86 class
+    assert isinstance(fast.runner, OpenVinoRunner) == openvino
+    assert isinstance(fast.runner, FrozenBF16Runner) == (cpu_bf16_supported() and not openvino)
     fp32_path = OnnxFp32Runner if onnx_runtime_available() else FrozenFp32Runner
-    assert isinstance(fast.runner, fp32_path) == (not cpu_bf16_supported() and cpu_fp32_fast_supported())
+    assert isinstance(fast.runner, fp32_path) == (not cpu_bf16_supported() and cpu_fp32_fast_supported()
+                                                  and not openvino)
     assert fast.fast == (cpu_bf16_supported() or cpu_fp32_fast_supported())
     x = torch.randn(2, 3, 64, 64)
     assert fast.calls == 0
     p = fast._forward(x)
     assert fast.calls == 1 and p.shape == (2, 64, 64)
-    assert (p - exact._forward(x)).abs().max() < (0.03 if cpu_bf16_supported() else 1e-4)
+    bf16 = isinstance(fast.runner, FrozenBF16Runner)
+    assert (p - exact._forward(x)).abs().max() < (0.03 if bf16 else 1e-4)

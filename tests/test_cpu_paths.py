@@ -18,8 +18,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lesionseg.data.io import load_image  # noqa: E402
+from runner_check import assert_computes_the_eager_model  # noqa: E402
 from lesionseg.inference import Predictor, load_model  # noqa: E402
-from lesionseg.inference.cpu import FrozenFp32Runner, OnnxFp32Runner  # noqa: E402
+from lesionseg.inference.cpu import FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner  # noqa: E402
+from lesionseg.inference.cpu.openvino import openvino_available  # noqa: E402
 from lesionseg.inference.cpu.ort import onnx_runtime_available  # noqa: E402
 from lesionseg.utils import cpu_isa as capability  # noqa: E402
 from lesionseg.metrics import image_metrics  # noqa: E402
@@ -30,8 +32,10 @@ WEIGHTS = ROOT / "weights"
 TEST_IDS = ROOT / "configs" / "isic2017_256" / "test_ids.txt"
 DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256"
 SMALL = dict(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64)
-# the fast path where bf16 is not native: ONNX Runtime where it is installed (requirements.txt)
-AVX2_RUNNER = "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner"
+# the fast path: OpenVINO on every x86 CPU class where it is installed (requirements.txt); without
+# it, where bf16 is not native, ONNX Runtime, else the frozen fp32 trace
+AVX2_RUNNER = ("OpenVinoRunner" if openvino_available() else
+               "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner")
 
 CHILD = """
 import json, torch
@@ -69,7 +73,7 @@ def test_without_caps_the_path_follows_the_chip() -> None:
     got = _child()
     chip_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     assert got["bf16"] == (chip_bf16 and got["torch"].startswith("AVX512"))
-    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else AVX2_RUNNER)
+    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] and not openvino_available() else AVX2_RUNNER)
     assert got["amp"] == ("torch.bfloat16" if got["bf16"] else "None")
 
 
@@ -85,23 +89,13 @@ def test_onednn_cap_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert "oneDNN cap" in capability.describe()
 
 
-def _assert_computes_the_eager_model(runner, model: torch.nn.Module) -> None:
-    for shape in [(1, 3, 64, 64), (3, 3, 64, 64), (1, 3, 50, 70)]:  # traced / exported size, another batch, eager size
-        x = torch.randn(*shape)
-        with torch.no_grad():
-            ref = model(x)
-        out = runner(x)
-        assert out.dtype == torch.float32 and out.shape == ref.shape
-        torch.testing.assert_close(out, ref, atol=2e-4, rtol=1e-4)
-
-
 def test_fp32_runner_computes_the_eager_model_and_leaves_it_untouched() -> None:
     torch.manual_seed(5)
     model = DSAttentionUNet(**SMALL).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     runner = FrozenFp32Runner(model, 64)
     assert runner.gates_swapped + runner.resampling_swapped > 0
-    _assert_computes_the_eager_model(runner, model)
+    assert_computes_the_eager_model(runner, model)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert next(model.parameters()).is_contiguous()  # the caller's model keeps its memory format
 
@@ -118,7 +112,7 @@ def test_onnx_runner_computes_the_eager_model_per_thread_count_and_leaves_it_unt
     try:
         for n_threads in (threads, 1):  # the batch workers run one intra-op thread each
             torch.set_num_threads(n_threads)
-            _assert_computes_the_eager_model(runner, model)
+            assert_computes_the_eager_model(runner, model)
     finally:
         torch.set_num_threads(threads)
     assert runner.ready and sorted(runner._sessions) == sorted({threads, 1}) and runner.name.startswith("onnx")
@@ -183,9 +177,13 @@ def test_on_the_avx2_path_the_click_refiner_keeps_the_frozen_trace(monkeypatch: 
     monkeypatch.setattr(runners, "cpu_bf16_supported", lambda: False)
     monkeypatch.setattr(runners, "cpu_fp32_fast_supported", lambda: True)
     monkeypatch.setattr(runners, "onnx_runtime_available", lambda: True)
+    monkeypatch.setattr(runners, "openvino_available", lambda: False)
     refiner = DSAttentionUNet(**SMALL, in_channels=6, click_conditioned=True).eval()
     pred = Predictor(DSAttentionUNet(**SMALL).eval(), refiner=refiner)
     assert isinstance(pred.runner, OnnxFp32Runner) and isinstance(pred.refine_runner, FrozenFp32Runner)
+    monkeypatch.setattr(runners, "openvino_available", lambda: True)
+    pred = Predictor(DSAttentionUNet(**SMALL).eval(), refiner=refiner)
+    assert isinstance(pred.runner, OpenVinoRunner) and isinstance(pred.refine_runner, FrozenFp32Runner)
 
 
 @pytest.mark.data

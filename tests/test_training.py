@@ -56,6 +56,14 @@ def test_train_writes_the_research_layout(synthetic: Path, tmp_path: Path) -> No
     model = DSAttentionUNet.from_pretrained(run / "models/best_model")
     assert len(model.inference_operating_points) == 19
     assert model.inference_threshold in [p["threshold"] for p in model.inference_operating_points]
+    # the int8 calibration of the CPU fast path beside it, or (a barely trained model's masks sit at the
+    # threshold, where int8 flips them) the warning that it was refused
+    from lesionseg.inference.cpu.qdq import load_calibration
+
+    if (run / "models/best_model/int8_calibration.json").is_file():
+        assert load_calibration(model, run / "models/best_model") is not None
+    else:
+        assert "no int8 calibration for" in r.stderr and "int8 masks disagree" in r.stderr
     # no temporary files left behind by atomic writes
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes]
 

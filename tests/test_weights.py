@@ -158,21 +158,8 @@ def test_hub_id_offline_and_uncached_fails(tmp_path: Path, monkeypatch: pytest.M
         load_model("someone/lesion-model")
 
 
-def test_hub_id_loads_from_cache_offline(tmp_path: Path, weights_dir: Path, small_model: DSAttentionUNet,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from huggingface_hub import constants
-
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--someone--lesion-model"
-    snap = repo / "snapshots" / commit
-    snap.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(weights_dir / name, snap / name)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    loaded = load_model("someone/lesion-model")
+def test_hub_id_loads_from_cache_offline(weights_dir: Path, small_model: DSAttentionUNet, offline_hub_repo) -> None:
+    loaded = load_model(offline_hub_repo(weights_dir, ("config.json", "model.safetensors")))
     assert torch.equal(_outputs(loaded), _outputs(small_model))
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..data.presets import AUGMENT_PRESETS
@@ -151,6 +152,7 @@ def _train(cfg: Any, ctx: Any) -> int:
 
     if result.split.get("test"):
         write_test_evaluation(result, cfg)
+    _write_int8_calibration(result, cfg)
     print(f"best model: {result.best_model_dir} (val Dice {result.best_score:.4f}, threshold {result.threshold:.2f}); "
           f"run folder {result.run_dir}")
     if cfg.push_to_hub:
@@ -160,6 +162,31 @@ def _train(cfg: Any, ctx: Any) -> int:
             print(f"error: {e}; the run's outputs are saved in {result.run_dir}", file=sys.stderr)
             return EXIT_PUBLISH
     return EXIT_OK
+
+
+def _write_int8_calibration(result: Any, cfg: Any, n_photos: int = 64) -> None:
+    """The best model's int8 calibration (int8_calibration.json beside it) on up to ``n_photos``
+    training photos, so that the weights as published run the CPU fast path's int8 decoder
+    convolutions. A failure is logged, never fatal: without the file they run in fp32."""
+    from ..data.io import ImageLoadError
+    from ..data.pairing import DataError
+    from ..inference.calibration import CalibrationDisagrees, write_calibration
+    from ..inference.cpu.qdq import CALIBRATION_NAME
+    from ..inference.weights import load_model
+    from ..training.run_data import resolve_pairs
+
+    try:
+        by_id = {p.id: p for p in resolve_pairs(cfg)}
+        ids = [i for i in result.split.get("train", []) if i in by_id]
+        photos = [by_id[i].image for i in ids[::max(1, len(ids) // n_photos)][:n_photos]]
+        if not photos:
+            return
+        model = load_model(result.best_model_dir, device="cpu")
+        print(write_calibration(model, photos, Path(result.best_model_dir) / CALIBRATION_NAME,
+                                f"{len(photos)} photos of the run's training part"))
+    except (CalibrationDisagrees, DataError, ImageLoadError, OSError, ValueError) as e:
+        log.warning("no int8 calibration for %s (%s); its decoder convolutions run in fp32", result.best_model_dir,
+                    str(e).splitlines()[0][:300])
 
 
 def _train_refiner(cfg: Any, ctx: Any) -> int:

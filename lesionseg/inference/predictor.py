@@ -23,10 +23,11 @@ from ..data.transforms import normalize, resize_rgb
 from ..models.ds_attention_unet import DSAttentionUNet
 from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
 from ..utils.devices import resolve_device
-from .cpu import FrozenRunner, OnnxFp32Runner
+from .cpu import FrozenRunner, OnnxFp32Runner, OpenVinoRunner
 from .prediction import Prediction, check_threshold, resize_prob
 from .runners import make_runner
-from .weights import load_model, load_refiner, local_weights_folder
+from .cpu.qdq import CALIBRATION_NAME
+from .weights import hub_extras_folder, load_model, load_refiner, local_weights_folder
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,14 @@ class Predictor:
                      int8: bool = True) -> "Predictor":
         """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights.
 
-        ``backend="onnx"`` uses ``model.onnx`` beside local weights when it was exported from them."""
+        ``backend="onnx"`` and the CPU fast paths use ``model.onnx`` beside local weights when it was
+        exported from them; the fast path's int8 calibration (``int8_calibration.json``) comes from the
+        folder or the Hub repo."""
         dev = resolve_device(device)
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)
         folder = local_weights_folder(source)
+        if folder is None and fast and int8 and dev.type == "cpu":
+            folder = hub_extras_folder(source, CALIBRATION_NAME, revision)
         refiner = load_refiner(source, revision=revision, device=dev)
         pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend,
                    onnx_folder=str(folder) if folder is not None else None, cleanup=cleanup, int8=int8,
@@ -118,9 +123,9 @@ class Predictor:
 
     @property
     def fast(self) -> bool:
-        """True when the runner is one of the CPU's fast paths (the bf16 or fp32 frozen channels_last
-        trace, or ONNX Runtime where bf16 is not native)."""
-        return isinstance(self.runner, (FrozenRunner, OnnxFp32Runner))
+        """True when the runner is one of the CPU's fast paths (OpenVINO, the bf16 or fp32 frozen
+        channels_last trace, or ONNX Runtime)."""
+        return isinstance(self.runner, (FrozenRunner, OnnxFp32Runner, OpenVinoRunner))
 
     @property
     def int8(self) -> bool:

@@ -3,11 +3,15 @@
 
 :func:`make_runner` picks one per Predictor:
 
-- ``torch`` on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
+- ``torch`` on an x86 CPU (AVX2 or AVX-512, bf16 or not) where openvino is installed:
+  :class:`~.cpu.OpenVinoRunner` (OpenVINO, fp32 with the decoder's 3x3 convolutions in int8 where
+  the weights carry their calibration ranges);
+- without openvino, on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
   frozen trace, int8 convolutions below full resolution where the CPU has int8 dot products);
-- ``torch`` on any other x86 CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA):
-  :class:`~.cpu.OnnxFp32Runner` (ONNX Runtime, fp32), or :class:`~.cpu.FrozenFp32Runner` (fp32,
-  channels_last, frozen trace) without onnxruntime and for the click refiner;
+- without openvino, on any other x86 CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY /
+  ONEDNN_MAX_CPU_ISA): :class:`~.cpu.OnnxFp32Runner` (ONNX Runtime, fp32), or
+  :class:`~.cpu.FrozenFp32Runner` (fp32, channels_last, frozen trace) without onnxruntime;
+- the click refiner (6-channel input, no ONNX export): the frozen bf16 or fp32 trace as above;
 - ``torch`` with ``fast=False``, on a GPU, or on a CPU without oneDNN's x86 kernels (ARM):
   :class:`EagerRunner`, the model as loaded (fp32).
   On a GPU this is the fast path: the model is bound by GroupNorm and kernel launches there, which
@@ -22,7 +26,8 @@ from typing import Protocol
 import torch
 
 from ..utils.cpu_isa import cpu_bf16_supported, cpu_fp32_fast_supported
-from .cpu import FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner
+from .cpu import FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner
+from .cpu.openvino import openvino_available
 from .cpu.ort import exportable, onnx_runtime_available
 
 log = logging.getLogger(__name__)
@@ -73,8 +78,9 @@ def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "to
                 int8: bool = True, onnx_folder: str | None = None) -> Runner:
     """The runner for ``model`` (already on ``device``, eval mode); ValueError for an unknown backend
     or ONNX on a non-CPU device. ``onnx_folder``: where a saved ``model.onnx`` may lie (for the
-    ``onnx`` backend and the AVX2 fast path). ``fast=False`` keeps the eager fp32 model on the CPU; ``int8=False``
-    keeps the bf16 fast path in bf16 throughout."""
+    ``onnx`` backend and the CPU fast paths, beside ``int8_calibration.json``). ``fast=False`` keeps the
+    eager fp32 model on the CPU; ``int8=False`` keeps the fast paths free of int8 (OpenVINO in fp32, the
+    bf16 path in bf16 throughout)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "onnx":
@@ -84,6 +90,8 @@ def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "to
     if not fast or device.type != "cpu":
         return EagerRunner(model, device)
     size = int(getattr(model, "inference_img_size", 256))
+    if exportable(model) and cpu_fp32_fast_supported() and openvino_available():
+        return OpenVinoRunner(model, size, onnx_folder, int8=int8)
     if cpu_bf16_supported():
         return FrozenBF16Runner(model, size, int8=int8)
     if not cpu_fp32_fast_supported():

@@ -239,6 +239,22 @@ def load_model(source: str | Path | None = None, revision: str | None = None, de
 REFINER_FOLDER = "refiner"
 
 
+def hub_extras_folder(source: str | Path | None, name: str, revision: str | None = None) -> Path | None:
+    """For a Hub repo id: the local (cache) folder holding the repo's optional file ``name`` beside its
+    weights (e.g. ``int8_calibration.json``), or None where the repo has none, it cannot be reached,
+    or ``source`` is a local folder."""
+    src = weights_source(source)
+    if Path(src).expanduser().exists() or not _REPO_ID.match(src):
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(src, name, revision=revision, library_name="lesionseg")).parent
+    except (EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+        return None
+
+
 def load_refiner(source: str | Path | None = None, revision: str | None = None,
                  device: str | torch.device = "cpu") -> DSAttentionUNet | None:
     """The click refiner shipped beside a model (``<source>/refiner/``: its own ``config.json`` and
