@@ -53,7 +53,7 @@ print(json.dumps({"torch": capability.torch_capability(), "bf16": capability.cpu
 
 def _child(**env: str) -> dict:
     full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-                                                               "DNNL_MAX_CPU_ISA")}
+                                                               "DNNL_MAX_CPU_ISA", "LESIONSEG_OPENVINO")}
     out = subprocess.run([sys.executable, "-c", CHILD], env={**full, **env}, cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -75,6 +75,12 @@ def test_without_caps_the_path_follows_the_chip() -> None:
     assert got["bf16"] == (chip_bf16 and got["torch"].startswith("AVX512"))
     assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] and not openvino_available() else AVX2_RUNNER)
     assert got["amp"] == ("torch.bfloat16" if got["bf16"] else "None")
+
+
+def test_lesionseg_openvino_0_gives_the_paths_of_a_machine_without_openvino() -> None:
+    got = _child(LESIONSEG_OPENVINO="0")
+    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else
+                             "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner")
 
 
 @pytest.mark.parametrize("cap,isa,allowed", [("AVX2", "AVX512_CORE_BF16", False), ("avx2", "AVX2", True),

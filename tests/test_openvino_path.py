@@ -71,8 +71,8 @@ def test_fp32_runner_computes_the_eager_model_per_thread_count_and_side_by_side(
             assert_computes_the_eager_model(runner, model)
     finally:
         torch.set_num_threads(threads)
-    assert runner.ready and sorted(runner._compiled) == sorted({threads, 1}) and runner.name.startswith("openvino fp32")
-    # two threads at once (the batch engine's workers): each gets its own infer request
+    assert runner.ready and sorted(runner.compiled) == sorted({threads, 1}) and runner.name.startswith("openvino fp32")
+    # two threads at once (the batch engine's workers): each borrows its own compiled model
     x = [torch.randn(1, 3, 64, 64) for _ in range(2)]
     got: dict[int, torch.Tensor] = {}
     workers = [threading.Thread(target=lambda i=i: got.__setitem__(i, runner(x[i]))) for i in range(2)]
@@ -83,6 +83,8 @@ def test_fp32_runner_computes_the_eager_model_per_thread_count_and_side_by_side(
     with torch.no_grad():
         for i in range(2):
             torch.testing.assert_close(got[i], model(x[i]), atol=2e-4, rtol=1e-4)
+    assert sorted(runner.compiled) == sorted({threads, 1})  # compiled once per thread count
+    assert sum(len(v) for v in runner._free.values()) >= 2  # each caller's request, kept for the next
 
 
 def test_calibration_beside_the_weights_turns_int8_on_and_stays_close_to_fp32(tmp_path: Path) -> None:

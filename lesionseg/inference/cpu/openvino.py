@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -30,9 +31,23 @@ from .qdq import insert_qdq, load_calibration
 log = logging.getLogger(__name__)
 
 
+# LESIONSEG_OPENVINO=0 keeps the fast path off OpenVINO (the paths a machine without it takes)
+OPENVINO_ENV = "LESIONSEG_OPENVINO"
+
+
 def openvino_available() -> bool:
-    """True where openvino and onnx (for the export) are installed."""
+    """True where openvino and onnx (for the export) are installed, unless LESIONSEG_OPENVINO=0."""
+    if os.environ.get(OPENVINO_ENV, "").strip() == "0":
+        return False
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx"))
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class OpenVinoRunner:
@@ -40,10 +55,12 @@ class OpenVinoRunner:
 
     ``model`` (eval mode, on the CPU) is copied, so later changes to the caller's weights do not
     reach this runner. ``folder``: where ``model.onnx`` and ``int8_calibration.json`` may lie.
-    ``int8_convs`` is the number of convolutions running in int8 once the model is compiled (the
-    first call or :meth:`prepare`). Thread-safe; images run side by side (one compiled model per
-    ``torch.get_num_threads()`` at the call, one infer request per calling thread). Inputs of
-    another spatial size than ``img_size`` run the eager model.
+    ``int8_convs`` is the number of convolutions that run in int8. Thread-safe; images run side
+    by side: one compiled model per ``torch.get_num_threads()`` at the call, and a call borrows an
+    infer request of it and returns it. The model for one thread (what the batch engine's workers
+    run with) has one single-thread stream per core, so the workers' requests run at once rather
+    than queueing on one stream. Inputs of another spatial size than ``img_size`` run the eager
+    model.
     """
 
     side_by_side = True
@@ -54,8 +71,8 @@ class OpenVinoRunner:
         self.int8_convs = len(self.ranges) if self.ranges else 0
         self.name = self._label()
         self._graph: bytes | None = None
-        self._compiled: dict[int, object] = {}
-        self._local = threading.local()
+        self.compiled: dict[int, object] = {}  # thread count -> compiled model
+        self._free: dict[int, list] = {}  # thread count -> idle infer requests
         self._fallback: OnnxFp32Runner | None = None
         self._lock = threading.Lock()
 
@@ -74,52 +91,65 @@ class OpenVinoRunner:
     def _compile(self, threads: int):
         import openvino as ov
 
-        if self._graph is None:
-            self._graph = self._build_graph()
         core = ov.Core()
         graph = core.read_model(self._graph)
         graph.reshape({INPUT_NAME: [1, 3, self.size, self.size]})
-        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
+        # one thread: the batch engine's workers, one per core, each with its own stream
+        streams = _cores() if threads == 1 else 1
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads * streams,
                   "INFERENCE_PRECISION_HINT": "f32",
                   # side-by-side workers each run one thread: pinned, they would share one core
                   "ENABLE_CPU_PINNING": False}
         return core.compile_model(graph, "CPU", config)
 
-    def _runner(self, threads: int):
+    def _borrow(self, threads: int):
+        """An idle infer request of the compiled model for ``threads``, or the fallback runner."""
         with self._lock:
-            if self._fallback is None and threads not in self._compiled:
-                try:
-                    self._compiled[threads] = self._compile(threads)
-                except Exception as e:  # noqa: BLE001 - any export / compile failure keeps a working path
-                    log.warning("OpenVINO path unavailable (%s: %s); running ONNX Runtime fp32 instead",
-                                type(e).__name__, str(e)[:200])
-                    self._fallback = OnnxFp32Runner(self.model, self.size, self.folder)
-                    self.name, self.int8_convs = self._fallback.name, 0
-            return self._fallback if self._fallback is not None else self._compiled[threads]
+            if self._fallback is not None:
+                return self._fallback
+            free = self._free.setdefault(threads, [])
+            if free:
+                return free.pop()
+            try:
+                if threads not in self.compiled:
+                    if self._graph is None:
+                        self._graph = self._build_graph()
+                    self.compiled[threads] = self._compile(threads)
+                return self.compiled[threads].create_infer_request()
+            except Exception as e:  # noqa: BLE001 - any export / compile failure keeps a working path
+                log.warning("OpenVINO path unavailable (%s: %s); running ONNX Runtime fp32 instead",
+                            type(e).__name__, str(e)[:200])
+                self._fallback = OnnxFp32Runner(self.model, self.size, self.folder)
+                self.name, self.int8_convs = self._fallback.name, 0
+                return self._fallback
+
+    def _give_back(self, threads: int, request) -> None:
+        with self._lock:
+            self._free.setdefault(threads, []).append(request)
 
     def prepare(self) -> None:
         """Compile now for the current thread count (what the first call would do)."""
-        self._runner(max(1, torch.get_num_threads()))
+        threads = max(1, torch.get_num_threads())
+        request = self._borrow(threads)
+        if not isinstance(request, OnnxFp32Runner):
+            self._give_back(threads, request)
 
     @property
     def ready(self) -> bool:
         """True once a compiled model (or the fallback) exists: the first call has been paid."""
-        return bool(self._compiled) or self._fallback is not None
+        return bool(self.compiled) or self._fallback is not None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != (self.size, self.size):
             with torch.inference_mode():
                 return self.model(x.float()).float()
         threads = max(1, torch.get_num_threads())
-        compiled = self._runner(threads)
-        if isinstance(compiled, OnnxFp32Runner):
-            return compiled(x)
-        requests = getattr(self._local, "requests", None)
-        if requests is None:
-            requests = self._local.requests = {}
-        request = requests.get(threads)
-        if request is None:
-            request = requests[threads] = compiled.create_infer_request()
-        batch = np.ascontiguousarray(x.float().numpy())
-        out = [np.array(request.infer({0: batch[i:i + 1]})[0], copy=True) for i in range(batch.shape[0])]
+        request = self._borrow(threads)
+        if isinstance(request, OnnxFp32Runner):
+            return request(x)
+        try:
+            batch = np.ascontiguousarray(x.float().numpy())
+            out = [np.array(request.infer({0: batch[i:i + 1]})[0], copy=True) for i in range(batch.shape[0])]
+        finally:
+            self._give_back(threads, request)
         return torch.from_numpy(np.concatenate(out))
