@@ -268,3 +268,26 @@ def test_width_benchmark_compares_models_and_rejects_a_folder_without_config(tmp
     assert all(r["speedup"] > 0 and r["default_ms"] > 0 and 0 <= r["mask_dice_vs_exact"] <= 1 for r in result["rows"])
     with pytest.raises(SystemExit):
         width.main(["--model", "none", str(tmp_path / "missing")])
+
+
+def test_agreement_benchmark_scores_every_image_of_each_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from benchmarks import agreement
+
+    weights = tmp_path / "w"
+    DSAttentionUNet(**SMALL).save_pretrained(weights)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    (tmp_path / "ids.txt").write_text("im1\nim2\n")
+    monkeypatch.setattr(agreement, "SETS", {"listed": (images, tmp_path / "ids.txt"), "all": (images, None),
+                                            "missing": (tmp_path / "nowhere", None)})
+    out = tmp_path / "a.md"
+    assert agreement.main(["--weights", str(weights), "--output", str(out)]) == 0
+    rows = __import__("json").loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r.get("images") for r in rows] == [2, 4, None] and "skipped" in rows[2]
+    assert all(0 <= r["dice_min"] <= r["dice_mean"] <= 1 and r["under_0.95"] <= r["under_0.99"] for r in rows[:2])
+    assert "| listed | 2 |" in out.read_text()

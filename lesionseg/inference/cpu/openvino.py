@@ -42,25 +42,16 @@ def openvino_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx"))
 
 
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class OpenVinoRunner:
     """(B, 3, S, S) float32 normalised -> (B, 1, S, S) float32 logits through OpenVINO.
 
     ``model`` (eval mode, on the CPU) is copied, so later changes to the caller's weights do not
     reach this runner. ``folder``: where ``model.onnx`` and ``int8_calibration.json`` may lie.
     ``int8_convs`` is the number of convolutions that run in int8. Thread-safe; images run side
-    by side: one compiled model per ``torch.get_num_threads()`` at the call, and a call borrows an
-    infer request of it and returns it. The model for one thread (what the batch engine's workers
-    run with) has one single-thread stream per core, so the workers' requests run at once rather
-    than queueing on one stream. Inputs of another spatial size than ``img_size`` run the eager
-    model.
+    by side: a call borrows a compiled model (one stream) for ``torch.get_num_threads()`` at the
+    call and returns it, so the batch engine's workers (one thread each) each get their own, made
+    on first use and kept for later batches; two callers on one stream would queue. Inputs of
+    another spatial size than ``img_size`` run the eager model.
     """
 
     side_by_side = True
@@ -71,8 +62,8 @@ class OpenVinoRunner:
         self.int8_convs = len(self.ranges) if self.ranges else 0
         self.name = self._label()
         self._graph: bytes | None = None
-        self.compiled: dict[int, object] = {}  # thread count -> compiled model
-        self._free: dict[int, list] = {}  # thread count -> idle infer requests
+        self.compiled: dict[int, int] = {}  # thread count -> compiled models made for it
+        self._free: dict[int, list] = {}  # thread count -> idle infer requests, one per compiled model
         self._fallback: OnnxFp32Runner | None = None
         self._lock = threading.Lock()
 
@@ -94,16 +85,15 @@ class OpenVinoRunner:
         core = ov.Core()
         graph = core.read_model(self._graph)
         graph.reshape({INPUT_NAME: [1, 3, self.size, self.size]})
-        # one thread: the batch engine's workers, one per core, each with its own stream
-        streams = _cores() if threads == 1 else 1
-        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads * streams,
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
                   "INFERENCE_PRECISION_HINT": "f32",
                   # side-by-side workers each run one thread: pinned, they would share one core
                   "ENABLE_CPU_PINNING": False}
         return core.compile_model(graph, "CPU", config)
 
     def _borrow(self, threads: int):
-        """An idle infer request of the compiled model for ``threads``, or the fallback runner."""
+        """An idle infer request of a compiled model for ``threads`` (compiled now if every one is in
+        use), or the fallback runner."""
         with self._lock:
             if self._fallback is not None:
                 return self._fallback
@@ -111,17 +101,17 @@ class OpenVinoRunner:
             if free:
                 return free.pop()
             try:
-                if threads not in self.compiled:
-                    if self._graph is None:
-                        self._graph = self._build_graph()
-                    self.compiled[threads] = self._compile(threads)
-                return self.compiled[threads].create_infer_request()
+                if self._graph is None:
+                    self._graph = self._build_graph()
+                request = self._compile(threads).create_infer_request()
             except Exception as e:  # noqa: BLE001 - any export / compile failure keeps a working path
                 log.warning("OpenVINO path unavailable (%s: %s); running ONNX Runtime fp32 instead",
                             type(e).__name__, str(e)[:200])
                 self._fallback = OnnxFp32Runner(self.model, self.size, self.folder)
                 self.name, self.int8_convs = self._fallback.name, 0
                 return self._fallback
+            self.compiled[threads] = self.compiled.get(threads, 0) + 1
+            return request
 
     def _give_back(self, threads: int, request) -> None:
         with self._lock:
