@@ -17,6 +17,7 @@ from lesionseg.data.transforms import normalize, resize_rgb
 from lesionseg.inference import Predictor, load_model
 from lesionseg.inference.cpu import (FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner,
                                      cpu_bf16_supported)
+from lesionseg.inference.cpu.openvino import openvino_available
 
 from .common import Settings, count_flops, dice, matmul_peak, params, real_images, time_interleaved
 
@@ -115,7 +116,7 @@ def forward_section(settings: Settings) -> dict[str, Any]:
                 candidates.append((name, None, {"skipped": f"{type(e).__name__}: {str(e)[:120]}"}))
     else:
         candidates.append(("torch.compile", None, {"skipped": "not run with --quick (compiles for minutes)"}))
-    for name, runner in fallbacks(model, ours):
+    for name, runner in fallbacks(model, ours, folder, settings.quick):
         other = Predictor(copy.deepcopy(model), fast=False)
         other.runner = runner
         candidates.append((name, _predictor_fn(other), {}))
@@ -140,12 +141,18 @@ def forward_section(settings: Settings) -> dict[str, Any]:
     return {"rows": rows, "images": source, "threshold": t, "ours": describe(ours), "model": model}
 
 
-def fallbacks(model: torch.nn.Module, ours: Predictor) -> list[tuple[str, Any]]:
-    """Where the default is OpenVINO, the paths a CPU without it takes (the bf16 trace where bf16 is
-    native, else ONNX Runtime fp32), and the frozen fp32 trace (no onnxruntime either); where the
-    default is ONNX Runtime, the frozen fp32 trace. (name, runner) pairs."""
+def fallbacks(model: torch.nn.Module, ours: Predictor, folder: str | None = None,
+              quick: bool = False) -> list[tuple[str, Any]]:
+    """The other CPU paths beside the default, as (name, runner) pairs: the opt-in OpenVINO path
+    (LESIONSEG_OPENVINO=1, with int8 from ``folder``'s calibration; not in quick runs) where openvino
+    is installed; where the default is OpenVINO, the paths without it (the bf16 trace where bf16 is
+    native, else ONNX Runtime fp32); and the frozen fp32 trace (no onnxruntime either)."""
     size = int(model.inference_img_size)
     out: list[tuple[str, Any]] = []
+    if not quick and not isinstance(ours.runner, OpenVinoRunner) and openvino_available():
+        runner = OpenVinoRunner(copy.deepcopy(model), size, folder)
+        label = "int8 decoder 3x3 convolutions below its coarsest stage" if runner.int8_convs else "fp32"
+        out.append((f"OpenVINO fp32, {label} (opt-in: LESIONSEG_OPENVINO=1)", runner))
     if isinstance(ours.runner, OpenVinoRunner):
         if cpu_bf16_supported():
             name = "fp32 encoder + bf16 weights + channels_last, TorchScript-frozen (the default without openvino)"
@@ -256,7 +263,7 @@ def time_photo(model: torch.nn.Module, rgb: np.ndarray, settings: Settings, with
     and the default Predictor."""
     exact, ours = Predictor(model, fast=False), Predictor(copy.deepcopy(model), onnx_folder=folder)
     paths = {"exact": exact, "ours": ours}
-    for name, runner in (fallbacks(model, ours) if with_frozen else []):
+    for name, runner in (fallbacks(model, ours, folder, settings.quick) if with_frozen else []):
         paths[name] = Predictor(copy.deepcopy(model), fast=False)
         paths[name].runner = runner
     timed = time_interleaved({k: (lambda p=p: p.predict(rgb).mask) for k, p in paths.items()},

@@ -39,10 +39,13 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests using the real data get the ``data`` marker, so ``-m "not data"`` deselects them."""
+    """Tests using the real data get the ``data`` marker, so ``-m "not data"`` deselects them. The
+    opt-in OpenVINO path's tests run last (with ``--dist loadfile``, last in their worker): a process
+    that had run OpenVINO sometimes went down later (lesionseg/inference/cpu/openvino.py)."""
     for item in items:
         if "real_data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_openvino_path.py"))  # stable: the rest keep order
 
 
 @pytest.fixture(scope="session")

@@ -71,14 +71,14 @@ def test_runner_uses_the_frozen_trace_at_its_size_and_the_eager_model_elsewhere(
 def test_predictor_takes_the_bf16_runner_only_where_the_cpu_has_bf16() -> None:
     from lesionseg.inference import Predictor
     from lesionseg.inference.cpu import FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner
-    from lesionseg.inference.cpu.openvino import openvino_available
+    from lesionseg.inference.cpu.openvino import openvino_enabled
     from lesionseg.inference.cpu.ort import onnx_runtime_available
 
     fast, exact = Predictor(_model(), fast=True), Predictor(_model(), fast=False)
     from lesionseg.utils.cpu_isa import cpu_fp32_fast_supported
 
     assert not exact.fast and exact.runner.name == "fp32"
-    openvino = openvino_available() and cpu_fp32_fast_supported()  # then OpenVINO on every x86 class
+    openvino = openvino_enabled() and cpu_fp32_fast_supported()  # then OpenVINO on every x86 class
     assert isinstance(fast.runner, OpenVinoRunner) == openvino
     assert isinstance(fast.runner, FrozenBF16Runner) == (cpu_bf16_supported() and not openvino)
     fp32_path = OnnxFp32Runner if onnx_runtime_available() else FrozenFp32Runner

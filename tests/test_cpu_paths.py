@@ -21,7 +21,7 @@ from lesionseg.data.io import load_image  # noqa: E402
 from runner_check import assert_computes_the_eager_model  # noqa: E402
 from lesionseg.inference import Predictor, load_model  # noqa: E402
 from lesionseg.inference.cpu import FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner  # noqa: E402
-from lesionseg.inference.cpu.openvino import openvino_available  # noqa: E402
+from lesionseg.inference.cpu.openvino import OPENVINO_ENV, openvino_available  # noqa: E402
 from lesionseg.inference.cpu.ort import onnx_runtime_available  # noqa: E402
 from lesionseg.utils import cpu_isa as capability  # noqa: E402
 from lesionseg.metrics import image_metrics  # noqa: E402
@@ -32,10 +32,9 @@ WEIGHTS = ROOT / "weights"
 TEST_IDS = ROOT / "configs" / "isic2017_256" / "test_ids.txt"
 DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256"
 SMALL = dict(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64)
-# the fast path: OpenVINO on every x86 CPU class where it is installed (requirements.txt); without
-# it, where bf16 is not native, ONNX Runtime, else the frozen fp32 trace
-AVX2_RUNNER = ("OpenVinoRunner" if openvino_available() else
-               "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner")
+# the fast path where bf16 is not native: ONNX Runtime where it is installed (requirements.txt);
+# OpenVINO only with LESIONSEG_OPENVINO=1 (test_openvino_path.py)
+AVX2_RUNNER = "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner"
 
 CHILD = """
 import json, torch
@@ -73,14 +72,16 @@ def test_without_caps_the_path_follows_the_chip() -> None:
     got = _child()
     chip_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     assert got["bf16"] == (chip_bf16 and got["torch"].startswith("AVX512"))
-    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] and not openvino_available() else AVX2_RUNNER)
+    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else AVX2_RUNNER)
     assert got["amp"] == ("torch.bfloat16" if got["bf16"] else "None")
 
 
-def test_lesionseg_openvino_0_gives_the_paths_of_a_machine_without_openvino() -> None:
-    got = _child(LESIONSEG_OPENVINO="0")
-    assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else
-                             "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner")
+def test_lesionseg_openvino_1_turns_the_openvino_path_on_on_either_cpu_class() -> None:
+    if not openvino_available():
+        pytest.skip("openvino not installed")
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+        assert _child(**{OPENVINO_ENV: "1"}, **env)["runner"] == "OpenVinoRunner"
+    assert _child(**{OPENVINO_ENV: "0"})["runner"] != "OpenVinoRunner"
 
 
 @pytest.mark.parametrize("cap,isa,allowed", [("AVX2", "AVX512_CORE_BF16", False), ("avx2", "AVX2", True),
@@ -183,11 +184,11 @@ def test_on_the_avx2_path_the_click_refiner_keeps_the_frozen_trace(monkeypatch: 
     monkeypatch.setattr(runners, "cpu_bf16_supported", lambda: False)
     monkeypatch.setattr(runners, "cpu_fp32_fast_supported", lambda: True)
     monkeypatch.setattr(runners, "onnx_runtime_available", lambda: True)
-    monkeypatch.setattr(runners, "openvino_available", lambda: False)
+    monkeypatch.setattr(runners, "openvino_enabled", lambda: False)
     refiner = DSAttentionUNet(**SMALL, in_channels=6, click_conditioned=True).eval()
     pred = Predictor(DSAttentionUNet(**SMALL).eval(), refiner=refiner)
     assert isinstance(pred.runner, OnnxFp32Runner) and isinstance(pred.refine_runner, FrozenFp32Runner)
-    monkeypatch.setattr(runners, "openvino_available", lambda: True)
+    monkeypatch.setattr(runners, "openvino_enabled", lambda: True)
     pred = Predictor(DSAttentionUNet(**SMALL).eval(), refiner=refiner)
     assert isinstance(pred.runner, OpenVinoRunner) and isinstance(pred.refine_runner, FrozenFp32Runner)
 

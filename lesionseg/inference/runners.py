@@ -3,12 +3,12 @@
 
 :func:`make_runner` picks one per Predictor:
 
-- ``torch`` on an x86 CPU (AVX2 or AVX-512, bf16 or not) where openvino is installed:
-  :class:`~.cpu.OpenVinoRunner` (OpenVINO, fp32 with the decoder's 3x3 convolutions in int8 where
-  the weights carry their calibration ranges);
-- without openvino, on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
+- ``torch`` on an x86 CPU (AVX2 or AVX-512, bf16 or not) with LESIONSEG_OPENVINO=1 and openvino
+  installed: :class:`~.cpu.OpenVinoRunner` (OpenVINO, fp32 with the decoder's 3x3 convolutions in
+  int8 where the weights carry their calibration ranges; opt-in, see cpu/openvino.py);
+- otherwise, on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
   frozen trace, int8 convolutions below full resolution where the CPU has int8 dot products);
-- without openvino, on any other x86 CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY /
+- otherwise, on any other x86 CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY /
   ONEDNN_MAX_CPU_ISA): :class:`~.cpu.OnnxFp32Runner` (ONNX Runtime, fp32), or
   :class:`~.cpu.FrozenFp32Runner` (fp32, channels_last, frozen trace) without onnxruntime;
 - the click refiner (6-channel input, no ONNX export): the frozen bf16 or fp32 trace as above;
@@ -27,7 +27,7 @@ import torch
 
 from ..utils.cpu_isa import cpu_bf16_supported, cpu_fp32_fast_supported
 from .cpu import FrozenBF16Runner, FrozenFp32Runner, OnnxFp32Runner, OpenVinoRunner
-from .cpu.openvino import openvino_available
+from .cpu.openvino import openvino_enabled
 from .cpu.ort import exportable, onnx_runtime_available
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def make_runner(model: torch.nn.Module, device: torch.device, backend: str = "to
     if not fast or device.type != "cpu":
         return EagerRunner(model, device)
     size = int(getattr(model, "inference_img_size", 256))
-    if exportable(model) and cpu_fp32_fast_supported() and openvino_available():
+    if exportable(model) and cpu_fp32_fast_supported() and openvino_enabled():
         return OpenVinoRunner(model, size, onnx_folder, int8=int8)
     if cpu_bf16_supported():
         return FrozenBF16Runner(model, size, int8=int8)

@@ -1,4 +1,4 @@
-"""The CPU fast path on every x86 CPU class: the ONNX graph in OpenVINO, the decoder's 3x3 convolutions in int8.
+"""An opt-in CPU fast path (LESIONSEG_OPENVINO=1): the ONNX graph in OpenVINO, the decoder's 3x3 convolutions in int8.
 
 OpenVINO's CPU plugin keeps the whole graph in a blocked layout and fuses a QuantizeLinear ->
 DequantizeLinear -> Conv chain into one int8 convolution, where ONNX Runtime reorders and
@@ -31,14 +31,21 @@ from .qdq import insert_qdq, load_calibration
 log = logging.getLogger(__name__)
 
 
-# LESIONSEG_OPENVINO=0 keeps the fast path off OpenVINO (the paths a machine without it takes)
+# LESIONSEG_OPENVINO=1 turns this path on. It is off by default: processes of the test suite that
+# had run it (pytest-xdist workers) went down without a message now and then, later, in tests that
+# forked or ran subprocesses (docs/benchmarks.md); until that is understood it is not the default.
 OPENVINO_ENV = "LESIONSEG_OPENVINO"
 
 
-def openvino_available() -> bool:
-    """True where openvino and onnx (for the export) are installed, unless LESIONSEG_OPENVINO=0."""
-    if os.environ.get(OPENVINO_ENV, "").strip() == "0":
+def openvino_enabled() -> bool:
+    """True where LESIONSEG_OPENVINO=1 and openvino and onnx (for the export) are installed."""
+    if os.environ.get(OPENVINO_ENV, "").strip() != "1":
         return False
+    return openvino_available()
+
+
+def openvino_available() -> bool:
+    """True where openvino and onnx (for the export) are installed."""
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx"))
 
 
@@ -47,11 +54,9 @@ class OpenVinoRunner:
 
     ``model`` (eval mode, on the CPU) is copied, so later changes to the caller's weights do not
     reach this runner. ``folder``: where ``model.onnx`` and ``int8_calibration.json`` may lie.
-    ``int8_convs`` is the number of convolutions that run in int8. Thread-safe; images run side
-    by side: a call borrows a compiled model (one stream) for ``torch.get_num_threads()`` at the
-    call and returns it, so the batch engine's workers (one thread each) each get their own, made
-    on first use and kept for later batches; two callers on one stream would queue. Inputs of
-    another spatial size than ``img_size`` run the eager model.
+    ``int8_convs`` is the number of convolutions that run in int8. Thread-safe: one compiled model
+    per ``torch.get_num_threads()`` at the call (compiled on first use), an infer request per
+    calling thread. Inputs of another spatial size than ``img_size`` run the eager model.
     """
 
     side_by_side = True
@@ -62,8 +67,8 @@ class OpenVinoRunner:
         self.int8_convs = len(self.ranges) if self.ranges else 0
         self.name = self._label()
         self._graph: bytes | None = None
-        self.compiled: dict[int, int] = {}  # thread count -> compiled models made for it
-        self._free: dict[int, list] = {}  # thread count -> idle infer requests, one per compiled model
+        self.compiled: dict[int, object] = {}  # thread count -> compiled model
+        self._local = threading.local()  # each thread's infer requests, by thread count
         self._fallback: OnnxFp32Runner | None = None
         self._lock = threading.Lock()
 
@@ -91,38 +96,33 @@ class OpenVinoRunner:
                   "ENABLE_CPU_PINNING": False}
         return core.compile_model(graph, "CPU", config)
 
-    def _borrow(self, threads: int):
-        """An idle infer request of a compiled model for ``threads`` (compiled now if every one is in
-        use), or the fallback runner."""
+    def _request(self, threads: int):
+        """This thread's infer request on the compiled model for ``threads``, or the fallback runner."""
         with self._lock:
             if self._fallback is not None:
                 return self._fallback
-            free = self._free.setdefault(threads, [])
-            if free:
-                return free.pop()
             try:
-                if self._graph is None:
-                    self._graph = self._build_graph()
-                request = self._compile(threads).create_infer_request()
+                if threads not in self.compiled:
+                    if self._graph is None:
+                        self._graph = self._build_graph()
+                    self.compiled[threads] = self._compile(threads)
+                compiled = self.compiled[threads]
             except Exception as e:  # noqa: BLE001 - any export / compile failure keeps a working path
                 log.warning("OpenVINO path unavailable (%s: %s); running ONNX Runtime fp32 instead",
                             type(e).__name__, str(e)[:200])
                 self._fallback = OnnxFp32Runner(self.model, self.size, self.folder)
                 self.name, self.int8_convs = self._fallback.name, 0
                 return self._fallback
-            self.compiled[threads] = self.compiled.get(threads, 0) + 1
-            return request
-
-    def _give_back(self, threads: int, request) -> None:
-        with self._lock:
-            self._free.setdefault(threads, []).append(request)
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        if threads not in requests:
+            requests[threads] = compiled.create_infer_request()
+        return requests[threads]
 
     def prepare(self) -> None:
         """Compile now for the current thread count (what the first call would do)."""
-        threads = max(1, torch.get_num_threads())
-        request = self._borrow(threads)
-        if not isinstance(request, OnnxFp32Runner):
-            self._give_back(threads, request)
+        self._request(max(1, torch.get_num_threads()))
 
     @property
     def ready(self) -> bool:
@@ -133,13 +133,9 @@ class OpenVinoRunner:
         if tuple(x.shape[-2:]) != (self.size, self.size):
             with torch.inference_mode():
                 return self.model(x.float()).float()
-        threads = max(1, torch.get_num_threads())
-        request = self._borrow(threads)
+        request = self._request(max(1, torch.get_num_threads()))
         if isinstance(request, OnnxFp32Runner):
             return request(x)
-        try:
-            batch = np.ascontiguousarray(x.float().numpy())
-            out = [np.array(request.infer({0: batch[i:i + 1]})[0], copy=True) for i in range(batch.shape[0])]
-        finally:
-            self._give_back(threads, request)
+        batch = np.ascontiguousarray(x.float().numpy())
+        out = [np.array(request.infer({0: batch[i:i + 1]})[0], copy=True) for i in range(batch.shape[0])]
         return torch.from_numpy(np.concatenate(out))
