@@ -2,6 +2,7 @@
 
     python -m benchmarks.agreement                    # benchmarks/results_agreement.md (+ .json)
     scripts/as_avx2.sh python -m benchmarks.agreement  # results_agreement_avx2.md
+    LESIONSEG_OPENVINO=1 scripts/as_avx2.sh python -m benchmarks.agreement   # the opt-in OpenVINO path
 
 ``Predictor.from_weights(weights).predict(rgb).mask`` (the clean-up applied, at the image's size)
 against the same with ``fast=False``, per image: Dice mean and minimum, and how many images fall
@@ -54,7 +55,8 @@ def measure(weights: Path) -> dict[str, Any]:
         worst = [files[i].stem for i in np.argsort(d)[:3]]
         rows.append({"set": name, "images": len(d), "dice_mean": float(d.mean()), "dice_min": float(d.min()),
                      "under_0.99": int((d < 0.99).sum()), "under_0.95": int((d < 0.95).sum()), "worst": worst})
-    return {"machine": machine_info(Settings()), "path": describe(fast), "weights": str(weights), "rows": rows}
+    return {"machine": machine_info(Settings()), "path": describe(fast), "weights": str(weights), "rows": rows,
+            "openvino_env": os.environ.get("LESIONSEG_OPENVINO", "")}
 
 
 def render(res: dict[str, Any]) -> str:
@@ -62,7 +64,8 @@ def render(res: dict[str, Any]) -> str:
     lines = ["# Default path vs exact fp32, every image", "",
              f"Run {m['date']}: `python -m benchmarks.agreement` on {m['cpu']}, {m['cores']} cores; CPU capability: "
              f"{m['capability']}{' (' + m['isa_caps'] + ')' if m.get('isa_caps', 'none') != 'none' else ''}.", "",
-             f"Default path: {res['path']} (`{res['weights']}`). Masks after the clean-up, at each image's size, "
+             f"Path: {res['path']}{' (LESIONSEG_OPENVINO=' + res['openvino_env'] + ')' if res.get('openvino_env') else ''}"
+             f" (`{res['weights']}`). Masks after the clean-up, at each image's size, "
              "`Predictor.predict` against `fast=False`.", "",
              "| set | images | Dice mean | Dice min | under 0.99 | under 0.95 | worst three |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
