@@ -12,7 +12,6 @@ Section 1 of ``python -m benchmarks`` checks 20 images; this covers all of them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from lesionseg.data.io import load_image  # noqa: E402
 from lesionseg.inference import Predictor  # noqa: E402
 from lesionseg.metrics import image_metrics  # noqa: E402
 
-from .common import ROOT, Settings, default_output, machine_info  # noqa: E402
+from .common import ROOT, Settings, default_output, machine_info, write_results  # noqa: E402
 from .forward import describe  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -84,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     res = measure(args.weights)
-    out = args.output or default_output("results_agreement")
-    out.write_text(render(res))
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    print(out.read_text())
+    write_results(args.output or default_output("results_agreement"), render(res), res)
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import statistics
@@ -102,6 +103,13 @@ def isa_caps() -> str:
     caps = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
             if os.environ.get(k)]
     return " ".join(caps + (["scripts/as_avx2.sh"] if cpuid_masked() else []))
+
+
+def write_results(out: Path, markdown: str, res: dict[str, Any]) -> None:
+    """``out`` (Markdown) and its .json twin; the Markdown is printed too."""
+    out.write_text(markdown)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    print(markdown)
 
 
 def default_output(stem: str = "results") -> Path:

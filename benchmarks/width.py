@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lesionseg.models.weights import load_model  # noqa: E402
 
-from .common import Settings, default_output, machine_info  # noqa: E402
+from .common import Settings, default_output, machine_info, write_results  # noqa: E402
 from .forward import describe, photo_1024, time_photo  # noqa: E402
 
 
@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{weights}: no config.json; give a weights folder")
         models.append((spec[0], weights, Path(spec[2]) if len(spec) == 3 else None))
     res = measure(models, Settings(quick=args.quick))
-    out = args.output or default_output("results_width")
-    out.write_text(render(res))
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    print(out.read_text())
+    write_results(args.output or default_output("results_width"), render(res), res)
     return 0
 
 

@@ -26,6 +26,7 @@ from ..utils.devices import resolve_device
 from .cpu import FrozenRunner, OnnxFp32Runner, OpenVinoRunner
 from .prediction import Prediction, check_threshold, resize_prob
 from .runners import make_runner
+from .cpu.openvino import openvino_enabled
 from .cpu.qdq import CALIBRATION_NAME
 from .weights import hub_extras_folder, load_model, load_refiner, local_weights_folder
 
@@ -112,7 +113,7 @@ class Predictor:
         dev = resolve_device(device)
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)
         folder = local_weights_folder(source)
-        if folder is None and fast and int8 and dev.type == "cpu":
+        if folder is None and fast and int8 and dev.type == "cpu" and openvino_enabled():
             folder = hub_extras_folder(source, CALIBRATION_NAME, revision)
         refiner = load_refiner(source, revision=revision, device=dev)
         pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend,

@@ -120,10 +120,6 @@ class OpenVinoRunner:
             requests[threads] = compiled.create_infer_request()
         return requests[threads]
 
-    def prepare(self) -> None:
-        """Compile now for the current thread count (what the first call would do)."""
-        self._request(max(1, torch.get_num_threads()))
-
     @property
     def ready(self) -> bool:
         """True once a compiled model (or the fallback) exists: the first call has been paid."""
