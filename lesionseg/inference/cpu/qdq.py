@@ -91,7 +91,7 @@ def save_calibration(model: torch.nn.Module, ranges: dict[str, dict[str, Range]]
     """Write ``ranges`` (from :func:`calibrate`) for ``model``'s weights to ``path`` (atomically)."""
     doc = {"format": CALIBRATION_FORMAT, "weights_sha256": weights_digest(model),
            "img_size": int(getattr(model, "inference_img_size", 256)),
-           "method": "min / max of each convolution's input in exact fp32", "images": int(n_images),
+           "method": "min / max of each convolution's input and output in exact fp32", "images": int(n_images),
            "source": source,
            "ranges": {n: {k: [float(v[0]), float(v[1])] for k, v in r.items()} for n, r in ranges.items()}}
     atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
