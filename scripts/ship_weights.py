@@ -168,9 +168,10 @@ def main() -> int:
     external = cfg.get("external_dir")
     if external:
         external = os.path.relpath(external, ROOT)
-    # the CPU fast path's int8 decoder convolutions: ranges from training photos, never the test part
+    # the opt-in OpenVINO path's int8 decoder convolutions: ranges from training photos, never the test part
     subprocess.run([sys.executable, "-m", "lesionseg", "export", "--weights", str(weights), "--int8-calibration",
-                    data_dir, "--ids", os.path.relpath(recipe / "split.json", ROOT), "--split", "train"], check=True, cwd=ROOT)
+                    data_dir, "--ids", os.path.relpath(recipe / "split.json", ROOT), "--split", "train"],
+                   check=True, cwd=ROOT)
     retune_threshold(weights, data_dir, recipe / "val_ids.txt", cfg["recall_target"], recipe / "operating_points.json",
                      external, cfg.get("external_recall_target", 0.9))
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)

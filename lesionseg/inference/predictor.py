@@ -24,10 +24,10 @@ from ..models.ds_attention_unet import DSAttentionUNet
 from ..postprocess import NO_CLEANUP, MaskCleanup, cleanup_of
 from ..utils.devices import resolve_device
 from .cpu import FrozenRunner, OnnxFp32Runner, OpenVinoRunner
-from .prediction import Prediction, check_threshold, resize_prob
-from .runners import make_runner
 from .cpu.openvino import openvino_enabled
 from .cpu.qdq import CALIBRATION_NAME
+from .prediction import Prediction, check_threshold, resize_prob
+from .runners import make_runner
 from .weights import hub_extras_folder, load_model, load_refiner, local_weights_folder
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ class Predictor:
         """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights.
 
         ``backend="onnx"`` and the CPU fast paths use ``model.onnx`` beside local weights when it was
-        exported from them; the fast path's int8 calibration (``int8_calibration.json``) comes from the
-        folder or the Hub repo."""
+        exported from them; the opt-in OpenVINO path's int8 calibration (``int8_calibration.json``)
+        comes from the folder or the Hub repo."""
         dev = resolve_device(device)
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)
         folder = local_weights_folder(source)

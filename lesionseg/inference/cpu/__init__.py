@@ -18,5 +18,4 @@ from .openvino import OpenVinoRunner
 from .ort import OnnxFp32Runner
 
 __all__ = ["FrozenBF16Runner", "FrozenFp32Runner", "FrozenRunner", "OnnxFp32Runner", "OpenVinoRunner",
-           "cpu_bf16_supported",
-           "cpu_int8_supported", "describe"]
+           "cpu_bf16_supported", "cpu_int8_supported", "describe"]

@@ -9,8 +9,8 @@ without them, or with ``int8=False``, the same graph runs in fp32. Precision is 
 outside those convolutions: OpenVINO would otherwise pick bf16 on a CPU that has it.
 
 The model is compiled on first use (a process that never predicts pays nothing) at batch 1, once
-per thread count; a batch runs image by image. Any failure (no openvino, an export or compile
-error) falls back to ONNX Runtime fp32 (ort.py), which falls back to the frozen fp32 trace.
+per thread count; a batch runs image by image. An export or compile failure falls back to ONNX
+Runtime fp32 (ort.py), which falls back to the frozen fp32 trace.
 """
 from __future__ import annotations
 
