@@ -81,6 +81,9 @@ def table() -> str:
             label += f", {info['full_res_channels']} channels at full resolution"
         if info.get("norm_groups", 8) != 8:
             label += f", {info['norm_groups']} GroupNorm groups"
+        if info.get("members"):  # scripts/seed_ensemble.py: the members' best epochs differ
+            label = (f"mean of {len(info['members'])} seeds: "
+                     + label.replace(f" (best {info['best_epoch']})", ""))
         lines.append(_row(label, json.loads((folder / "eval_test.json").read_text()),
                           json.loads((folder / "eval_external.json").read_text())))
     return "\n".join(lines)
