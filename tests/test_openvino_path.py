@@ -157,6 +157,36 @@ def test_a_compile_failure_falls_back_to_onnx_runtime(monkeypatch: pytest.Monkey
     assert runner.int8_convs == 0 and not runner.name.startswith("openvino")
 
 
+_RUNNERS_THEN_A_SIGNAL = """
+import faulthandler, gc, signal, sys, time
+faulthandler.enable()  # its own signal stack, as pytest and python -X faulthandler have
+import torch
+sys.path.insert(0, sys.argv[1])
+from lesionseg.inference.cpu import OpenVinoRunner
+from lesionseg.models import DSAttentionUNet
+model = DSAttentionUNet(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64).eval()
+first, second = OpenVinoRunner(model, 64), OpenVinoRunner(model, 64)
+first(torch.zeros(1, 3, 64, 64)); second(torch.zeros(1, 3, 64, 64))
+del first; gc.collect(); del second; gc.collect()  # freed in the order they were made
+got = []
+signal.signal(signal.SIGALRM, lambda *a: got.append(1))  # Python's handlers run on the signal stack
+signal.setitimer(signal.ITIMER_REAL, 0.01)
+time.sleep(0.5)
+print("handled", len(got))
+"""
+
+
+def test_runners_freed_in_any_order_leave_a_working_signal_stack() -> None:
+    # OpenVINO's CPU plugin swaps the loading thread's signal stack for its own and back when it is
+    # destroyed: with one plugin per runner, freeing them in the order made left the thread on an
+    # unmapped stack, and the next signal killed the process without a traceback (an xdist worker
+    # "node down"). Run in a child so that a crash fails this test instead of taking the worker.
+    r = subprocess.run([sys.executable, "-c", _RUNNERS_THEN_A_SIGNAL, str(ROOT)], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-1500:]}"
+    assert "handled 1" in r.stdout
+
+
 def _photos(folder: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)

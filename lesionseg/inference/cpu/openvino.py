@@ -31,10 +31,29 @@ from .qdq import insert_qdq, load_calibration
 log = logging.getLogger(__name__)
 
 
-# LESIONSEG_OPENVINO=1 turns this path on. It is off by default: processes of the test suite that
-# had run it (pytest-xdist workers) went down without a message now and then, later, in tests that
-# forked or ran subprocesses (docs/benchmarks.md); until that is understood it is not the default.
+# LESIONSEG_OPENVINO=1 turns this path on.
 OPENVINO_ENV = "LESIONSEG_OPENVINO"
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def shared_core():
+    """The process's one ``openvino.Core``, made on first use and never freed.
+
+    OpenVINO's CPU plugin, when it loads, swaps the loading thread's signal stack (sigaltstack) for
+    one of its own and, when it is destroyed, swaps the previous one back and unmaps its own. Two
+    plugins (one per Core) destroyed in the order they were made leave that thread on the first
+    one's unmapped stack, and the next signal handled there (a child's SIGCHLD, a timer) kills the
+    process without a traceback. One Core holds one plugin for the life of the process.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino as ov
+
+            _core = ov.Core()
+        return _core
 
 
 def openvino_enabled() -> bool:
@@ -85,9 +104,7 @@ class OpenVinoRunner:
         return data
 
     def _compile(self, threads: int):
-        import openvino as ov
-
-        core = ov.Core()
+        core = shared_core()
         graph = core.read_model(self._graph)
         graph.reshape({INPUT_NAME: [1, 3, self.size, self.size]})
         config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
