@@ -2,7 +2,7 @@
 
     python -m benchmarks.agreement                    # benchmarks/results_agreement.md (+ .json)
     scripts/as_avx2.sh python -m benchmarks.agreement  # results_agreement_avx2.md
-    LESIONSEG_OPENVINO=1 scripts/as_avx2.sh python -m benchmarks.agreement   # the opt-in OpenVINO path
+    LESIONSEG_OPENVINO=0 scripts/as_avx2.sh python -m benchmarks.agreement   # the path without OpenVINO
 
 ``Predictor.from_weights(weights).predict(rgb).mask`` (the clean-up applied, at the image's size)
 against the same with ``fast=False``, per image: Dice mean and minimum, and how many images fall

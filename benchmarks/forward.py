@@ -143,22 +143,23 @@ def forward_section(settings: Settings) -> dict[str, Any]:
 
 def fallbacks(model: torch.nn.Module, ours: Predictor, folder: str | None = None,
               quick: bool = False) -> list[tuple[str, Any]]:
-    """The other CPU paths beside the default, as (name, runner) pairs: the opt-in OpenVINO path
-    (LESIONSEG_OPENVINO=1, with int8 from ``folder``'s calibration; not in quick runs) where openvino
-    is installed; where the default is OpenVINO, the paths without it (the bf16 trace where bf16 is
-    native, else ONNX Runtime fp32); and the frozen fp32 trace (no onnxruntime either)."""
+    """The other CPU paths beside the default, as (name, runner) pairs: where the default is
+    OpenVINO, the paths without it (LESIONSEG_OPENVINO=0: the bf16 trace where bf16 is native, else
+    ONNX Runtime fp32); where it is not (LESIONSEG_OPENVINO=0) and openvino is installed, the
+    OpenVINO path (int8 from ``folder``'s calibration; not in quick runs); and the frozen fp32 trace
+    (no onnxruntime either)."""
     size = int(model.inference_img_size)
     out: list[tuple[str, Any]] = []
     if not quick and not isinstance(ours.runner, OpenVinoRunner) and openvino_available():
         runner = OpenVinoRunner(copy.deepcopy(model), size, folder)
         label = "int8 decoder 3x3 convolutions below its coarsest stage" if runner.int8_convs else "fp32"
-        out.append((f"OpenVINO fp32, {label} (opt-in: LESIONSEG_OPENVINO=1)", runner))
+        out.append((f"OpenVINO fp32, {label} (the default with openvino)", runner))
     if isinstance(ours.runner, OpenVinoRunner):
         if cpu_bf16_supported():
-            name = "fp32 encoder + bf16 weights + channels_last, TorchScript-frozen (the default without openvino)"
+            name = "fp32 encoder + bf16 weights + channels_last, TorchScript-frozen (LESIONSEG_OPENVINO=0)"
             out.append((name, FrozenBF16Runner(copy.deepcopy(model), size)))
         else:
-            out.append(("ONNX Runtime fp32 (the default without openvino)", OnnxFp32Runner(copy.deepcopy(model), size)))
+            out.append(("ONNX Runtime fp32 (LESIONSEG_OPENVINO=0)", OnnxFp32Runner(copy.deepcopy(model), size)))
     if isinstance(ours.runner, (OpenVinoRunner, OnnxFp32Runner)):
         out.append(("fp32 + channels_last, TorchScript-frozen", FrozenFp32Runner(copy.deepcopy(model), size)))
     return out

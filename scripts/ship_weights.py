@@ -5,7 +5,7 @@
 
 1. copies config.json + model.safetensors of the run's best model into weights/, its ONNX
    export (model.onnx, which the AVX2 fast path loads) and the int8 calibration of its decoder
-   convolutions for the opt-in OpenVINO path (int8_calibration.json, 64 photos of the training part);
+   convolutions for the OpenVINO path (the CPU default) (int8_calibration.json, 64 photos of the training part);
 2. copies the split (ID lists) and training history into the recipe folder; re-measures the
    validation operating points on the masks users get (the model's clean-up applied, see
    lesionseg/postprocess.py) and applies the training's threshold rule to them (runs trained before
@@ -168,7 +168,7 @@ def main() -> int:
     external = cfg.get("external_dir")
     if external:
         external = os.path.relpath(external, ROOT)
-    # the opt-in OpenVINO path's int8 decoder convolutions: ranges from training photos, never the test part
+    # the OpenVINO path's int8 decoder convolutions: ranges from training photos, never the test part
     subprocess.run([sys.executable, "-m", "lesionseg", "export", "--weights", str(weights), "--int8-calibration",
                     data_dir, "--ids", os.path.relpath(recipe / "split.json", ROOT), "--split", "train"],
                    check=True, cwd=ROOT)

@@ -32,8 +32,9 @@ WEIGHTS = ROOT / "weights"
 TEST_IDS = ROOT / "configs" / "isic2017_256" / "test_ids.txt"
 DATA = ROOT.parent / "shared" / "data" / "isic2017_train_256"
 SMALL = dict(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64)
-# the fast path where bf16 is not native: ONNX Runtime where it is installed (requirements.txt);
-# OpenVINO only with LESIONSEG_OPENVINO=1 (test_openvino_path.py)
+# without OpenVINO (LESIONSEG_OPENVINO=0, or not installed), the fast path where bf16 is not native:
+# ONNX Runtime where it is installed (requirements.txt); with it, OpenVINO on every class (below)
+NO_OPENVINO = {OPENVINO_ENV: "0"}
 AVX2_RUNNER = "OnnxFp32Runner" if onnx_runtime_available() else "FrozenFp32Runner"
 
 CHILD = """
@@ -61,7 +62,7 @@ def _child(**env: str) -> dict:
 
 @pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "avx2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}])
 def test_an_isa_cap_below_bf16_gives_the_fp32_paths(env: dict[str, str]) -> None:
-    got = _child(**env)
+    got = _child(**NO_OPENVINO, **env)
     assert not got["bf16"] and not got["int8"]
     assert got["runner"] == AVX2_RUNNER and got["amp"] == "None"  # no emulated bf16 in training either
     if "ATEN_CPU_CAPABILITY" in env:
@@ -69,17 +70,18 @@ def test_an_isa_cap_below_bf16_gives_the_fp32_paths(env: dict[str, str]) -> None
 
 
 def test_without_caps_the_path_follows_the_chip() -> None:
-    got = _child()
+    got = _child(**NO_OPENVINO)
     chip_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
     assert got["bf16"] == (chip_bf16 and got["torch"].startswith("AVX512"))
     assert got["runner"] == ("FrozenBF16Runner" if got["bf16"] else AVX2_RUNNER)
     assert got["amp"] == ("torch.bfloat16" if got["bf16"] else "None")
 
 
-def test_lesionseg_openvino_1_turns_the_openvino_path_on_on_either_cpu_class() -> None:
+def test_openvino_is_the_path_on_either_cpu_class_unless_lesionseg_openvino_0() -> None:
     if not openvino_available():
         pytest.skip("openvino not installed")
-    for env in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):  # without it: the test above and the one below
+    for env in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):  # with LESIONSEG_OPENVINO=0: the two tests above
+        assert _child(**env)["runner"] == "OpenVinoRunner"
         assert _child(**{OPENVINO_ENV: "1"}, **env)["runner"] == "OpenVinoRunner"
 
 
@@ -243,12 +245,13 @@ def _cpuid_masking_available() -> str | None:
 
 def test_as_avx2_masks_cpuid_for_every_library_and_the_onnx_path_is_chosen() -> None:
     """scripts/as_avx2.sh: the child sees an AVX2-only CPU through CPUID itself (torch's own ISA,
-    the chip checks, ONNX Runtime), without the caps, and takes the AVX2 fast path."""
+    the chip checks, ONNX Runtime), without the caps, and takes the AVX2 fast path (the one without
+    OpenVINO here: OpenVINO is the same runner on both classes)."""
     why = _cpuid_masking_available()
     if why:
         pytest.skip(why)
     full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-                                                               "DNNL_MAX_CPU_ISA")}
+                                                               "DNNL_MAX_CPU_ISA")} | NO_OPENVINO
     child = CHILD + """
 import faulthandler
 print(json.dumps({"avx512": bool(torch.cpu._is_avx512_supported()), "faulthandler": faulthandler.is_enabled()}))

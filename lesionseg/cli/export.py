@@ -6,8 +6,8 @@ The Predictor's ``--backend onnx`` picks it up from the weights folder.
 
 ``--int8-calibration DIR``: measure the input ranges of the decoder's 3x3 convolutions on photos
 (default: 64 of them, evenly spaced; ``--ids`` picks a split's training part) and write
-``<weights>/int8_calibration.json``, which the opt-in OpenVINO path (LESIONSEG_OPENVINO=1) needs to
-run them in int8.
+``<weights>/int8_calibration.json``, which the OpenVINO path (the CPU default where openvino is
+installed) needs to run them in int8.
 Before writing, the int8 masks are compared with exact fp32 on those photos; nothing is written
 when they disagree (Dice under 0.99 mean or 0.95 on any photo).
 

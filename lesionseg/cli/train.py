@@ -166,7 +166,7 @@ def _train(cfg: Any, ctx: Any) -> int:
 
 def _write_int8_calibration(result: Any, cfg: Any, n_photos: int = 64) -> None:
     """The best model's int8 calibration (int8_calibration.json beside it) on up to ``n_photos``
-    training photos, so that the weights as published run the opt-in OpenVINO path's int8 decoder
+    training photos, so that the weights as published run the OpenVINO path's int8 decoder
     convolutions. A failure is logged, never fatal: without the file they run in fp32."""
     from ..data.io import ImageLoadError
     from ..data.pairing import DataError

@@ -108,7 +108,7 @@ class Predictor:
         """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights.
 
         ``backend="onnx"`` and the CPU fast paths use ``model.onnx`` beside local weights when it was
-        exported from them; the opt-in OpenVINO path's int8 calibration (``int8_calibration.json``)
+        exported from them; the OpenVINO path's int8 calibration (``int8_calibration.json``)
         comes from the folder or the Hub repo."""
         dev = resolve_device(device)
         model = load_model(source, revision=revision, device=dev, allow_pickle=allow_pickle)

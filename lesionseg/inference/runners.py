@@ -3,9 +3,9 @@
 
 :func:`make_runner` picks one per Predictor:
 
-- ``torch`` on an x86 CPU (AVX2 or AVX-512, bf16 or not) with LESIONSEG_OPENVINO=1 and openvino
-  installed: :class:`~.cpu.OpenVinoRunner` (OpenVINO, fp32 with the decoder's 3x3 convolutions in
-  int8 where the weights carry their calibration ranges; opt-in, see cpu/openvino.py);
+- ``torch`` on an x86 CPU (AVX2 or AVX-512, bf16 or not) where openvino is installed (and
+  LESIONSEG_OPENVINO is not 0): :class:`~.cpu.OpenVinoRunner` (OpenVINO, fp32 with the decoder's
+  3x3 convolutions in int8 where the weights carry their calibration ranges, see cpu/openvino.py);
 - otherwise, on a CPU with native bf16: :class:`~.cpu.FrozenBF16Runner` (bf16, channels_last,
   frozen trace, int8 convolutions below full resolution where the CPU has int8 dot products);
 - otherwise, on any other x86 CPU (AVX2, or bf16 capped by ATEN_CPU_CAPABILITY /

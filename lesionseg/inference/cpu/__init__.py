@@ -1,6 +1,6 @@
-"""The CPU fast paths. Opt-in (LESIONSEG_OPENVINO=1), on every x86 CPU class: OpenVINO with the
-decoder's 3x3 convolutions in int8 (:mod:`.openvino`, calibration in :mod:`.qdq`). By default chosen per CPU
-capability (:mod:`lesionseg.utils.cpu_isa`, which follows the ISA caps
+"""The CPU fast paths. Where openvino is installed, on every x86 CPU class: OpenVINO with the
+decoder's 3x3 convolutions in int8 (:mod:`.openvino`, calibration in :mod:`.qdq`). Without it (or with
+LESIONSEG_OPENVINO=0) chosen per CPU capability (:mod:`lesionseg.utils.cpu_isa`, which follows the ISA caps
 ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA): where bf16 is native, the model held in bf16 (:mod:`.bf16`);
 elsewhere in fp32 through ONNX Runtime (:mod:`.ort`), or, without it, the frozen fp32 trace (:mod:`.fp32`);
 the bf16 and fp32 traces are channels_last and frozen by TorchScript (:mod:`.frozen`),

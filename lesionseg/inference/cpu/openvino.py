@@ -1,4 +1,4 @@
-"""An opt-in CPU fast path (LESIONSEG_OPENVINO=1): the ONNX graph in OpenVINO, the decoder's 3x3 convolutions in int8.
+"""The CPU fast path where openvino is installed: the ONNX graph in OpenVINO, the decoder's 3x3 convolutions in int8.
 
 OpenVINO's CPU plugin keeps the whole graph in a blocked layout and fuses a QuantizeLinear ->
 DequantizeLinear -> Conv chain into one int8 convolution, where ONNX Runtime reorders and
@@ -10,7 +10,8 @@ outside those convolutions: OpenVINO would otherwise pick bf16 on a CPU that has
 
 The model is compiled on first use (a process that never predicts pays nothing) at batch 1, once
 per thread count; a batch runs image by image. An export or compile failure falls back to ONNX
-Runtime fp32 (ort.py), which falls back to the frozen fp32 trace.
+Runtime fp32 (ort.py), which falls back to the frozen fp32 trace. LESIONSEG_OPENVINO=0 turns the
+path off (the bf16 trace or ONNX Runtime then, as on a machine without openvino).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from .qdq import insert_qdq, load_calibration
 log = logging.getLogger(__name__)
 
 
-# LESIONSEG_OPENVINO=1 turns this path on.
+# LESIONSEG_OPENVINO=0 turns this path off
 OPENVINO_ENV = "LESIONSEG_OPENVINO"
 
 _core = None
@@ -57,8 +58,8 @@ def shared_core():
 
 
 def openvino_enabled() -> bool:
-    """True where LESIONSEG_OPENVINO=1 and openvino and onnx (for the export) are installed."""
-    if os.environ.get(OPENVINO_ENV, "").strip() != "1":
+    """True where openvino and onnx (for the export) are installed, unless LESIONSEG_OPENVINO=0."""
+    if os.environ.get(OPENVINO_ENV, "").strip() == "0":
         return False
     return openvino_available()
 
