@@ -152,6 +152,7 @@ def render(recipe: Path, weights: Path) -> str:
                                      (f"external ({EXTERNAL_NAME})", _read(recipe / "eval_external.json")),
                                      ("external + flip TTA", _read(recipe / "eval_external_tta.json")),
                                      ("held-out test + flip TTA", _read(recipe / "eval_test_tta.json")),
+                                     ("held-out test, no int8 (--no-int8)", _read(recipe / "eval_test_no_int8.json")),
                                      ("held-out test, bf16 only (--no-int8)", _read(recipe / "eval_test_bf16.json")),
                                      ("held-out test, exact fp32 (--no-fast)", _read(recipe / "eval_test_fp32.json")),
                                      ("held-out test, raw masks (--no-cleanup)", _read(recipe / "eval_test_raw.json"))]
@@ -164,6 +165,13 @@ def render(recipe: Path, weights: Path) -> str:
     pretrained = config.get("encoder_name", "unet") != "unet"  # an ImageNet encoder (BatchNorm)
     pretrained_note = ("; a pretrained (BatchNorm) encoder runs in fp32, and beside it the default path now "
                        "leaves int8 off, so for this model the bf16-only column is the default" if pretrained else "")
+    if (recipe / "eval_test_no_int8.json").is_file():  # evaluated on the OpenVINO fast path
+        path_note = ("the CPU fast path as evaluated: OpenVINO in fp32 with the decoder's 3x3 convolutions below "
+                     "its coarsest stage in int8\n(from the weights' `int8_calibration.json`). The no-int8 and exact")
+    else:
+        path_note = ("the CPU fast path as evaluated: bf16 where the CPU has bf16 instructions, with the 3x3 "
+                     "convolutions\nbelow full resolution in int8 where it has int8 dot products"
+                     f"{pretrained_note}. The bf16-only and exact")
     th = config["inference_threshold"]
     chosen = next((p for p in config.get("inference_operating_points", []) if abs(p["threshold"] - th) < 1e-9), None)
     n_params = run.get("parameters")
@@ -227,8 +235,7 @@ Epochs: {run.get('epochs', '?')}; wall time {run.get('wall_minutes', '?')} min o
 
 Per-image mean ± SD at each mask's own resolution, default threshold, computed by
 `lesionseg evaluate` (outputs committed as `{recipe.as_posix()}/eval_*.json`). The first column is
-the CPU fast path as evaluated: bf16 where the CPU has bf16 instructions, with the 3x3 convolutions
-below full resolution in int8 where it has int8 dot products{pretrained_note}. The bf16-only and exact
+{path_note}
 fp32 columns show how much of a difference that makes: images
 whose IoU lies right at the 0.65 failure line, or with a second region near the clean-up's 10%
 cut-off, can flip between them.
