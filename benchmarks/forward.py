@@ -102,7 +102,7 @@ def forward_section(settings: Settings) -> dict[str, Any]:
         candidates.append(("bf16 weights + channels_last, eager", _bf16_weights(model), {}))
     try:
         onnx = Predictor(copy.deepcopy(model), backend="onnx")
-        candidates.append(("ONNX Runtime fp32", _predictor_fn(onnx), {}))
+        candidates.append(("ONNX Runtime fp32 (--backend onnx)", _predictor_fn(onnx), {}))
     except Exception as e:  # noqa: BLE001 - onnxruntime missing or failing: reported, not fatal
         candidates.append(("ONNX Runtime fp32", None, {"skipped": f"{type(e).__name__}: {e}"}))
     if settings.compile and not settings.quick:

@@ -165,7 +165,8 @@ def render(recipe: Path, weights: Path) -> str:
     pretrained = config.get("encoder_name", "unet") != "unet"  # an ImageNet encoder (BatchNorm)
     pretrained_note = ("; a pretrained (BatchNorm) encoder runs in fp32, and beside it the default path now "
                        "leaves int8 off, so for this model the bf16-only column is the default" if pretrained else "")
-    if (recipe / "eval_test_no_int8.json").is_file():  # evaluated on the OpenVINO fast path
+    evaluated = run.get("evaluated_runner")  # recorded by ship_weights; earlier recipes: by their files
+    if evaluated == "OpenVinoRunner" or (evaluated is None and (recipe / "eval_test_no_int8.json").is_file()):
         path_note = ("the CPU fast path as evaluated: OpenVINO in fp32 with the decoder's 3x3 convolutions below "
                      "its coarsest stage in int8\n(from the weights' `int8_calibration.json`). The no-int8 and exact")
     else:

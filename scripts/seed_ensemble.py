@@ -7,7 +7,8 @@ Each member is its run's best model on the exact fp32 path; the ensemble's proba
 mean of theirs, then the same clean-up, resizing and metrics as ``lesionseg evaluate``. Its
 threshold is chosen by the rule training uses (``choose_joint_threshold``: the most precise
 threshold whose recall reaches the recipe's ``recall_target`` on the validation part and its
-``external_recall_target`` on the external set), on a grid of 0.05 steps. Writes
+``external_recall_target`` on the external set), on thresholds 0.10-0.70 in 0.05 steps (training's
+grid runs 0.05-0.95; the thresholds outside this one miss the recall targets for these models). Writes
 ``configs/generalization/ensemble_<first run>+<n>/`` (``eval_test.json``, ``eval_external.json``,
 ``run_info.json`` with the members), which ``scripts/ablation.py table`` renders as a row.
 Not a shipped path: the product runs one model, and an ensemble costs one forward pass per member.
@@ -67,7 +68,6 @@ def main() -> int:
     args = ap.parse_args()
     if len(args.runs) < 2:
         ap.error("an ensemble needs two or more runs")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = yaml.safe_load((args.runs[0] / "config.yaml").read_text())
     members = [Predictor.from_weights(r / "models" / "best_model", device="cpu", fast=False) for r in args.runs]
     ensemble = Predictor.from_weights(args.runs[0] / "models" / "best_model", device="cpu", fast=False)
@@ -92,9 +92,11 @@ def main() -> int:
     (out / "eval_external.json").write_text(json.dumps(scores["external"][t], indent=1) + "\n")
     infos = [json.loads((OUT / r.name / "run_info.json").read_text()) for r in args.runs
              if (OUT / r.name / "run_info.json").is_file()]
-    info = {**(infos[0] if infos else {}), "run": out.name, "members": [r.name for r in args.runs],
+    member = {k: v for k, v in (infos[0] if infos else {}).items()
+              if k not in ("wall_minutes", "best_epoch", "select_on", "threshold")}  # one member's, not ours
+    info = {**member, "run": out.name, "members": [r.name for r in args.runs],
             "seed": "+".join(str(i["seed"]) for i in infos) if infos else "?", "threshold": t,
-            "threshold_rule": "choose_joint_threshold on val and external per-image means, 0.05 grid"}
+            "threshold_rule": "choose_joint_threshold on val and external per-image means, 0.10-0.70 by 0.05"}
     (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
     for name in ("test", "external"):
         r = scores[name][t]

@@ -4,15 +4,17 @@
     python scripts/ship_weights.py outputs/isic2017_256_seed42 --recipe configs/isic2017_256
 
 1. copies config.json + model.safetensors of the run's best model into weights/, its ONNX
-   export (model.onnx, which the AVX2 fast path loads) and the int8 calibration of its decoder
-   convolutions for the OpenVINO path (the CPU default) (int8_calibration.json, 64 photos of the training part);
+   export (model.onnx, which the OpenVINO and ONNX Runtime paths load) and the int8 calibration of
+   its decoder convolutions for the OpenVINO path, the CPU default (int8_calibration.json, 64
+   photos of the training part);
 2. copies the split (ID lists) and training history into the recipe folder; re-measures the
    validation operating points on the masks users get (the model's clean-up applied, see
    lesionseg/postprocess.py) and applies the training's threshold rule to them (runs trained before
    the clean-up existed measured raw masks), writing operating_points.json and config.json;
 3. runs `lesionseg evaluate` on the held-out test IDs, without and with flip TTA, without int8
    (--no-int8), in exact fp32 (--no-fast) and with raw masks (--no-cleanup), writing eval_test.json /
-   eval_test_tta.json / eval_test_no_int8.json / eval_test_fp32.json / eval_test_raw.json into the
+   eval_test_tta.json / eval_test_no_int8.json (eval_test_bf16.json without OpenVINO) /
+   eval_test_fp32.json / eval_test_raw.json into the
    recipe folder (the card's numbers come from these);
 4. records run_info.json (command, epochs, wall time, hardware) and renders weights/README.md.
 """
@@ -176,10 +178,15 @@ def main() -> int:
                      external, cfg.get("external_recall_target", 0.9))
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_tta.json", tta=True)
-    # the default path runs the decoder's 3x3 convolutions below its coarsest stage in int8
-    # (OpenVINO); the same path without int8 and exact fp32 sit beside it
-    (recipe / "eval_test_bf16.json").unlink(missing_ok=True)  # the no-int8 column before OpenVINO
-    evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_no_int8.json", tta=False, int8=False)
+    # the same path without int8 and exact fp32 sit beside the default path: OpenVINO (the decoder's
+    # 3x3 convolutions below its coarsest stage in int8) or, without it, the bf16 trace
+    from lesionseg.inference import Predictor
+
+    runner = type(Predictor.from_weights(weights, device="cpu").runner).__name__
+    no_int8 = "eval_test_no_int8.json" if runner == "OpenVinoRunner" else "eval_test_bf16.json"
+    for old in ("eval_test_no_int8.json", "eval_test_bf16.json"):
+        (recipe / old).unlink(missing_ok=True)
+    evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / no_int8, tta=False, int8=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_fp32.json", tta=False, exact=True)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_raw.json", tta=False, raw=True)
     if external:  # the external validation folder, all of it, on the default path and with flip TTA
@@ -206,6 +213,7 @@ def main() -> int:
         "external_dir": external,
         "external_recall_target": cfg.get("external_recall_target") if external else None,
         "recipe_summary": recipe_summary(cfg),
+        "evaluated_runner": runner,  # the default path the eval_*.json files were measured on
     }
     (recipe / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
     render_card(recipe, weights)

@@ -40,8 +40,8 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests using the real data get the ``data`` marker, so ``-m "not data"`` deselects them. The
-    OpenVINO path's tests run last (with ``--dist loadfile``, last in their worker), so that the
-    rest of a worker's tests run as a process that never loaded OpenVINO would."""
+    OpenVINO path's tests run last (with ``--dist loadfile``, last in their worker): an ordering
+    kept from when a process that had run them could go down later (cpu/openvino.py::shared_core)."""
     for item in items:
         if "real_data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)

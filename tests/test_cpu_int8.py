@@ -140,6 +140,7 @@ def test_runner_traces_the_int8_op_and_matches_the_fp32_model() -> None:
 
 
 def test_no_int8_where_the_cpu_lacks_it_or_it_is_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LESIONSEG_OPENVINO", "0")  # the bf16 path's int8 (OpenVINO's: test_openvino_path.py)
     model = DSAttentionUNet(**SMALL).eval()
     assert FrozenBF16Runner(model, 64, int8=False).int8_convs == 0
     monkeypatch.setattr(cpu_bf16, "cpu_int8_supported", lambda: False)
@@ -148,9 +149,10 @@ def test_no_int8_where_the_cpu_lacks_it_or_it_is_turned_off(monkeypatch: pytest.
     assert not Predictor(model, fast=True, int8=True).int8
 
 
-def test_cli_no_int8_flag_reaches_the_predictor(tmp_path) -> None:
+def test_cli_no_int8_flag_reaches_the_predictor(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lesionseg.cli.common import load_predictor
 
+    monkeypatch.setenv("LESIONSEG_OPENVINO", "0")  # the bf16 path's int8 (OpenVINO's: test_openvino_path.py)
     DSAttentionUNet(**SMALL).eval().save_pretrained(tmp_path / "w")
     base = ["predict", "--input_dir", "x", "--output_dir", "y", "--weights", str(tmp_path / "w"), "--device", "cpu"]
     off = load_predictor(build_parser().parse_args([*base, "--no-int8"]))

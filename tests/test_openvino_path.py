@@ -1,6 +1,6 @@
-"""The opt-in OpenVINO fast path (LESIONSEG_OPENVINO=1): fp32 as the eager model, int8 decoder
-convolutions from calibration ranges kept beside the weights, the export command that writes them,
-and the fallbacks. conftest.py runs this file last in its worker: see cpu/openvino.py."""
+"""The OpenVINO fast path (the CPU default; LESIONSEG_OPENVINO=0 turns it off): fp32 as the eager
+model, int8 decoder convolutions from calibration ranges kept beside the weights, the export command
+that writes them, the fallbacks, and one plugin per process (a signal stack that stays mapped)."""
 from __future__ import annotations
 
 import json
@@ -39,8 +39,8 @@ pytestmark = pytest.mark.skipif(not openvino_available(), reason="openvino not i
 
 
 @pytest.fixture(autouse=True)
-def _openvino_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(OPENVINO_ENV, "1")
+def _openvino_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(OPENVINO_ENV, raising=False)  # the default: on wherever openvino is installed
 
 
 def _model(seed: int = 3) -> DSAttentionUNet:
@@ -167,6 +167,7 @@ from lesionseg.models import DSAttentionUNet
 model = DSAttentionUNet(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64).eval()
 first, second = OpenVinoRunner(model, 64), OpenVinoRunner(model, 64)
 first(torch.zeros(1, 3, 64, 64)); second(torch.zeros(1, 3, 64, 64))
+assert first.name.startswith("openvino") and second.name.startswith("openvino"), (first.name, second.name)
 del first; gc.collect(); del second; gc.collect()  # freed in the order they were made
 got = []
 signal.signal(signal.SIGALRM, lambda *a: got.append(1))  # Python's handlers run on the signal stack

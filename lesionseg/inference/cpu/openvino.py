@@ -40,7 +40,7 @@ _core_lock = threading.Lock()
 
 
 def shared_core():
-    """The process's one ``openvino.Core``, made on first use and never freed.
+    """The process's one ``openvino.Core``, made on first use and kept for the life of the interpreter.
 
     OpenVINO's CPU plugin, when it loads, swaps the loading thread's signal stack (sigaltstack) for
     one of its own and, when it is destroyed, swaps the previous one back and unmaps its own. Two
