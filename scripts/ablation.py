@@ -73,17 +73,17 @@ def table() -> str:
             lines.append(_row(label, json.loads(test.read_text()), json.loads(ext.read_text())))
     for folder in sorted(OUT.glob("*/")):
         info = json.loads((folder / "run_info.json").read_text())
+        best = f" (best {info['best_epoch']})" if "best_epoch" in info else ""  # an ensemble has none
         label = (f"{info['encoder']}{' (ImageNet)' if info['encoder'] != 'unet' else ''}, {info['augment_preset']}, "
-                 f"{info['epochs']} epochs (best {info['best_epoch']}), seed {info['seed']}")
+                 f"{info['epochs']} epochs{best}, seed {info['seed']}")
         if not info.get("full_resolution_stage", True):
             label += ", no full-resolution stage (decoder ends at 1/2)"
         elif info.get("full_res_channels", 16) != 16:  # runs recorded before the width varied had 16
             label += f", {info['full_res_channels']} channels at full resolution"
         if info.get("norm_groups", 8) != 8:
             label += f", {info['norm_groups']} GroupNorm groups"
-        if info.get("members"):  # scripts/seed_ensemble.py: the members' best epochs differ
-            label = (f"mean of {len(info['members'])} seeds: "
-                     + label.replace(f" (best {info['best_epoch']})", ""))
+        if info.get("members"):  # scripts/seed_ensemble.py
+            label = f"mean of {len(info['members'])} seeds: {label}"
         lines.append(_row(label, json.loads((folder / "eval_test.json").read_text()),
                           json.loads((folder / "eval_external.json").read_text())))
     return "\n".join(lines)
