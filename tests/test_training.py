@@ -82,6 +82,13 @@ def test_same_seed_same_split_and_flags_override_yaml(synthetic: Path, tmp_path:
                "--max-steps-per-epoch", "1", "--output-dir", str(tmp_path / "o"), "--run-name", "b", *BASE)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert json.loads((tmp_path / "o/b/split.json").read_text()) == json.loads((run / "split.json").read_text())
+    # a fresh run under the name of an earlier one starts its logs afresh instead of appending to them
+    r3 = train("--data-dir", str(synthetic), "--epochs", "1", "--max-steps-per-epoch", "1",
+               "--output-dir", str(tmp_path / "o"), "--run-name", "a", *BASE)
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    assert [row["epoch"] for row in metrics_rows(run)] == [1]
+    detail = [json.loads(line) for line in (run / "logs" / "detailed_metrics.jsonl").read_text().splitlines()]
+    assert len(detail) == 1 and detail[0]["epoch"] == 1
 
 
 def test_research_flag_spellings_and_help() -> None:

@@ -232,9 +232,10 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
             {k: v for k, v in saved_cfg.items() if not k.startswith("_")}, sort_keys=False))
 
-    if main and resume_state is not None:
-        # a kill between a log line and the checkpoint would repeat that epoch's rows on resume:
-        # the logs restart from what the checkpoint holds
+    if main:
+        # the logs restart from what the checkpoint holds: on resume, a kill between a log line and
+        # the checkpoint would repeat that epoch's rows; a fresh run in the folder of an earlier one
+        # (the same --run-name) would append to its rows
         _truncate_logs(logs_dir, history, start_epoch)
 
     # ---- epochs ----

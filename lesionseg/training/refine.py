@@ -169,6 +169,7 @@ def fit_refiner(cfg: TrainConfig, rt: Runtime, pairs_by_id: dict, split: dict[st
     models_dir, logs_dir = run_dir / "models", run_dir / "logs"
     for d in (models_dir, logs_dir):
         d.mkdir(parents=True, exist_ok=True)
+    (logs_dir / "metrics.jsonl").unlink(missing_ok=True)  # an earlier run in this folder: not this one's rows
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info("click refiner of %s: %d train / %d val pairs, up to %d clicks, %.2f M parameters",
              cfg.refiner_from, len(train_ds), len(val_ds), cfg.max_clicks, refiner.num_parameters() / 1e6)
