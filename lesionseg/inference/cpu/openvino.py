@@ -39,7 +39,7 @@ _core = None
 _core_lock = threading.Lock()
 
 
-def shared_core():
+def shared_core() -> "openvino.Core":
     """The process's one ``openvino.Core``, made on first use and kept for the life of the interpreter.
 
     OpenVINO's CPU plugin, when it loads, swaps the loading thread's signal stack (sigaltstack) for
