@@ -104,7 +104,7 @@ def forward_section(settings: Settings) -> dict[str, Any]:
         onnx = Predictor(copy.deepcopy(model), backend="onnx")
         candidates.append(("ONNX Runtime fp32 (--backend onnx)", _predictor_fn(onnx), {}))
     except Exception as e:  # noqa: BLE001 - onnxruntime missing or failing: reported, not fatal
-        candidates.append(("ONNX Runtime fp32", None, {"skipped": f"{type(e).__name__}: {e}"}))
+        candidates.append(("ONNX Runtime fp32 (--backend onnx)", None, {"skipped": f"{type(e).__name__}: {e}"}))
     if settings.compile and not settings.quick:
         variants = [("torch.compile fp32 channels_last", False)] + (
             [("torch.compile bf16 autocast channels_last", True)] if bf16 else [])
