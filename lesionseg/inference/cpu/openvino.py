@@ -6,7 +6,8 @@ transposes around each one, so int8 pays there even without int8 dot-product ins
 (AVX2: benchmarks/ section 1). The int8 part needs the weights' calibration ranges
 (``int8_calibration.json``, see qdq.py; ``lesionseg export --int8-calibration`` writes it);
 without them, or with ``int8=False``, the same graph runs in fp32. Precision is pinned to fp32
-outside those convolutions: OpenVINO would otherwise pick bf16 on a CPU that has it.
+outside those convolutions: OpenVINO would otherwise pick bf16 on a CPU that has it. The logits'
+final bilinear upsample runs as two matrix products (rewrite.py).
 
 The model is compiled on first use (a process that never predicts pays nothing) at batch 1, once
 per thread count; a batch runs image by image. An export or compile failure falls back to ONNX
@@ -28,6 +29,7 @@ import torch
 from ..onnx_backend import INPUT_NAME, onnx_source
 from .ort import OnnxFp32Runner
 from .qdq import insert_qdq, load_calibration
+from .rewrite import logits_upsample_as_matmul
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,12 @@ class OpenVinoRunner:
         if self.ranges:
             data, self.int8_convs = insert_qdq(data, self.ranges)
             self.name = self._label()
+        encoder = getattr(self.model, "encoder", None)
+        # an input padded to the model's stride would upsample the padded size: left to OpenVINO
+        if (getattr(encoder, "first_level", 0) and getattr(self.model, "upsample_logits", None) is not None
+                and self.size % int(getattr(self.model, "stride", 0) or self.size + 1) == 0):
+            low = self.size // 2 ** int(encoder.first_level)
+            data = logits_upsample_as_matmul(data, (low, low), (self.size, self.size))
         return data
 
     def _compile(self, threads: int):
