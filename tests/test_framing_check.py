@@ -1,0 +1,79 @@
+"""scripts/framing_check.py: the re-framing windows, and scores that match ``lesionseg evaluate``'s
+on the images as given."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from framing_check import framing_box, main, score_framings  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def _mask(h: int = 100, w: int = 200, box: tuple[int, int, int, int] = (40, 60, 150, 190)) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    y0, y1, x0, x1 = box
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def test_centre_windows_keep_the_centre_and_shrink_each_side_by_the_zoom() -> None:
+    m = _mask()
+    assert framing_box(m, 1.0, "centre") == (0, 100, 0, 200)
+    assert framing_box(m, 2.0, "centre") == (25, 75, 50, 150)
+    y0, y1, x0, x1 = framing_box(m, 1.5, "centre")
+    assert (y1 - y0, x1 - x0) == (67, 133) and abs((y0 + y1) / 2 - 50) <= 1 and abs((x0 + x1) / 2 - 100) <= 1
+
+
+def test_edge_windows_put_the_lesion_a_quarter_from_the_left_and_stay_inside_the_image() -> None:
+    # lesion centred at (50, 170): the window's left quarter is clipped by the image's right edge
+    y0, y1, x0, x1 = framing_box(_mask(), 2.0, "edge")
+    assert (x0, x1) == (100, 200) and y1 - y0 == 50 and abs(y0 - 24.5) <= 0.5
+    # a lesion in the middle of a wide image: its centre lies a quarter of the window from the left
+    m = _mask(100, 400, (40, 60, 190, 210))
+    y0, y1, x0, x1 = framing_box(m, 2.0, "edge")
+    assert x1 - x0 == 200 and abs(200 - (x0 + 50)) <= 1 and y1 - y0 == 50 and abs(y0 - 24.5) <= 0.5
+    assert m[y0:y1, x0:x1].sum() == m.sum()  # a small lesion stays whole
+    # no lesion: the centre window
+    assert framing_box(np.zeros((100, 200), np.uint8), 2.0, "edge") == (25, 75, 50, 150)
+
+
+@pytest.mark.parametrize("zoom,where,match", [(0.5, "centre", "zoom"), (2.0, "corner", "where")])
+def test_bad_framings_name_the_valid_ones(zoom: float, where: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        framing_box(_mask(), zoom, where)
+
+
+@pytest.mark.skipif(not (DATA / "isic2018_extra_256c").is_dir(), reason="../shared/data not present (CI has it)")
+def test_scores_as_given_are_lesionseg_evaluates_and_the_json_is_written(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    from lesionseg.data.pairing import collect_pairs
+    from lesionseg.evaluation import evaluate_pairs
+    from lesionseg.inference import Predictor
+
+    pairs = collect_pairs(DATA / "isic2018_extra_256c" / "images", DATA / "isic2018_extra_256c" / "masks")[:3]
+    predictor = Predictor.from_weights(ROOT / "weights", device="cpu", fast=False)
+    scores = score_framings(predictor, pairs)
+    reference = evaluate_pairs(predictor, pairs)
+    assert scores["as given"]["dice_mean"] == pytest.approx(reference["dice_mean"], abs=1e-9)
+    assert scores["as given"]["n_images"] == 3 and set(scores) == {"as given", "centre 1.5x", "centre 2x", "edge 1.5x"}
+    assert scores["centre 2x"]["dice_mean"] != scores["as given"]["dice_mean"]  # another photo was scored
+
+    assert main([str(ROOT / "weights"), "--limit", "2", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "shipped.json").read_text())
+    assert doc["images"] == {"test": 2, "external": 2} and doc["threshold"] == predictor.threshold
+    assert 0.0 <= doc["external"]["centre 2x"]["recall_mean"] <= 1.0
+    assert "| shipped (weights/) | edge 1.5x |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--limit", "1", "--out", str(tmp_path)])  # no config.json there
