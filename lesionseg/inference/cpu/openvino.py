@@ -104,11 +104,11 @@ class OpenVinoRunner:
         if self.ranges:
             data, self.int8_convs = insert_qdq(data, self.ranges)
             self.name = self._label()
-        encoder = getattr(self.model, "encoder", None)
+        level = int(getattr(getattr(self.model, "encoder", None), "first_level", 0))
+        stride = int(getattr(self.model, "stride", 0))
         # an input padded to the model's stride would upsample the padded size: left to OpenVINO
-        if (getattr(encoder, "first_level", 0) and getattr(self.model, "upsample_logits", None) is not None
-                and self.size % int(getattr(self.model, "stride", 0) or self.size + 1) == 0):
-            low = self.size // 2 ** int(encoder.first_level)
+        if level and getattr(self.model, "upsample_logits", None) is not None and stride and self.size % stride == 0:
+            low = self.size // 2 ** level
             data = logits_upsample_as_matmul(data, (low, low), (self.size, self.size))
         return data
 
