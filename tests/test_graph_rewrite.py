@@ -67,3 +67,17 @@ def test_the_openvino_runner_of_a_half_resolution_decoder_computes_the_eager_mod
     exported, compiled = _ops(export_onnx(model)), _ops(runner._graph)
     assert compiled.count("Resize") == exported.count("Resize") - 1
     assert compiled.count("MatMul") == exported.count("MatMul") + 2
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino not installed (requirements.txt)")
+def test_a_size_the_model_pads_keeps_the_resize(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lesionseg.inference.cpu import OpenVinoRunner
+
+    monkeypatch.delenv("LESIONSEG_OPENVINO", raising=False)
+    model = half_model()
+    model.inference_img_size = 48  # padded to 64 (stride 32) inside the graph, cropped back after the Resize
+    runner = OpenVinoRunner(model, 48)
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), model(x), atol=2e-4, rtol=1e-4)
+    assert _ops(runner._graph).count("Resize") == _ops(export_onnx(model)).count("Resize")
