@@ -97,21 +97,35 @@ def test_missing_imagenet_package_says_how_to_get_it(monkeypatch: pytest.MonkeyP
         default_encoder_weights("mobilenet_v2")
 
 
-def test_robust_preset_is_reproducible_and_keeps_masks_binary() -> None:
+@pytest.mark.parametrize("preset", ["robust", "framing"])
+def test_robust_presets_are_reproducible_and_keep_masks_binary(preset: str) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
     mask = np.zeros((64, 64), np.uint8)
     mask[16:48, 20:40] = 255
     outs = []
     for _ in range(2):
-        t = train_transform(64, True, "robust")
+        t = train_transform(64, True, preset)
         t.set_random_seed(3)
         outs.append([t(image=img, mask=mask) for _ in range(6)])
     for a, b in zip(*outs):
         assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["mask"], b["mask"])
         assert a["image"].shape == (64, 64, 3) and set(np.unique(a["mask"])) <= {0, 255}
-    with pytest.raises(ValueError, match="valid: standard, robust"):
+    with pytest.raises(ValueError, match="valid: standard, robust, framing"):
         train_transform(64, True, "heavy")
+
+
+def test_the_framing_preset_zooms_in_further_than_robust() -> None:
+    import albumentations as A
+
+    def crop(preset: str):
+        return next(t for t in train_transform(64, True, preset).transforms if isinstance(t, A.RandomResizedCrop))
+
+    standard, robust, framing = crop("standard"), crop("robust"), crop("framing")
+    assert framing.scale[0] < robust.scale[0] < standard.scale[0] and framing.p >= robust.p >= standard.p
+    # the same photometric part as robust: only the crop differs
+    names = [[type(t).__name__ for t in train_transform(64, True, p).transforms] for p in ("robust", "framing")]
+    assert names[0] == names[1]
 
 
 def test_colour_transforms_leave_the_mask_and_neutralise_a_cast() -> None:

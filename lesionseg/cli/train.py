@@ -48,7 +48,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction, default=None,
                    help="albumentations augmentation (default on)")
     both("augment_preset", choices=list(AUGMENT_PRESETS),
-         help="standard (the original recipe) or robust (framing, colour constancy, blur, pen marks)")
+         help="standard (the original recipe), robust (framing, colour constancy, blur, pen marks) or "
+              "framing (robust with closer crops)")
     both("encoder", choices=list(ENCODERS),
          help="encoder: unet (from scratch), mobilenet_v2 or efficientnet_lite0 (ImageNet)")
     both("encoder_weights", metavar="PATH|none",

@@ -93,21 +93,24 @@ def train_transform(img_size: int, augment: bool = True, preset: str = "standard
     ``preset``: ``standard`` (the original recipe) or ``robust``, which adds what photos from other
     clinics differ in: framing (crops that zoom in until the lesion fills or leaves the frame, and
     aspect changes that undo or redo a squash-resize), colour constancy and colour casts, stronger
-    blur and JPEG loss, and pen / ruler marks.
+    blur and JPEG loss, and pen / ruler marks; ``framing`` is ``robust`` with closer crops (down to
+    10% of the image's area instead of 25%, a little more often), for photos framed tighter still.
     """
     if preset not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(AUGMENT_PRESETS)}")
     if not augment:
         return A.Compose([A.Resize(img_size, img_size)])
-    robust = preset == "robust"
+    robust = preset in ("robust", "framing")
+    # area range, probability of the zoom-in crop: the crops of scripts/framing_check.py lie at 0.44 and 0.25
+    crop_scale, crop_p = {"standard": ((0.6, 1.0), 0.3), "robust": ((0.25, 1.0), 0.6), "framing": ((0.1, 1.0), 0.7)}[preset]
     geometric = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
         A.Affine(scale=(0.75, 1.25), translate_percent=(-0.08, 0.08), rotate=(-30, 30), shear=(-8, 8),
                  border_mode=cv2.BORDER_REFLECT_101, p=0.7),
-        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.25, 1.0) if robust else (0.6, 1.0),
-                            ratio=(0.6, 1.67) if robust else (0.8, 1.25), p=0.6 if robust else 0.3),
+        A.RandomResizedCrop(size=(img_size, img_size), scale=crop_scale,
+                            ratio=(0.6, 1.67) if robust else (0.8, 1.25), p=crop_p),
         A.Resize(img_size, img_size),
     ]
     if not robust:
