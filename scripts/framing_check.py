@@ -17,7 +17,8 @@ scores the model on the re-framed photo against the mask cut the same way:
 Each crop goes through ``Predictor.predict`` (exact fp32, so models compare without a CPU path's
 rounding), at each model's own threshold, and is scored at the crop's resolution with the same
 per-image metrics as ``lesionseg evaluate`` (failures: IoU < 0.65). Writes
-``configs/generalization/framing/<name>.json`` per model and prints a Markdown table.
+``configs/generalization/framing/<name>.json`` per model and prints a Markdown table;
+``--table`` prints the tables of the files already written (docs/generalization.md quotes them).
 """
 from __future__ import annotations
 
@@ -97,13 +98,37 @@ def table(results: dict[str, dict[str, dict[str, dict]]]) -> str:
     return "\n".join(lines)
 
 
+def saved_table(folder: Path, order: Sequence[str] = ()) -> str:
+    """Markdown from the JSON files in ``folder``: per set, one row per model (those named in
+    ``order`` first, in that order), one cell per framing: Dice / recall / failures."""
+    docs = {d["model"]: d for d in (json.loads(f.read_text()) for f in sorted(folder.glob("*.json")))}
+    names = [n for n in order if n in docs] + sorted(n for n in docs if n not in order)
+    labels = [label for label, _, _ in FRAMINGS]
+    out = []
+    for s, title in (("external", "external set"), ("test", "own test part")):
+        out += [f"{title} (Dice / recall / failures):", "",
+                "| model | threshold | " + " | ".join(labels) + " |", "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+        for n in names:
+            cells = [" / ".join(f"{docs[n][s][label][c]:.3f}" for c in ("dice_mean", "recall_mean", "failure_rate"))
+                     for label in labels]
+            out.append(f"| {n} | {docs[n]['threshold']:.2f} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", type=Path, nargs="+", help="weights folders or training run folders")
+    ap.add_argument("models", type=Path, nargs="*", help="weights folders or training run folders")
+    ap.add_argument("--table", action="store_true", help="print the tables of the JSON files in --out and stop")
     ap.add_argument("--data", type=Path, default=DATA, help="folder holding isic2017_train_256 and isic2018_extra_256c")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images of each set")
     ap.add_argument("--out", type=Path, default=OUT, help="where the JSON files go")
     args = ap.parse_args(argv)
+    if args.table:
+        print(saved_table(args.out, ["shipped (weights/)", "unet_gpu_e39_seed42"]), end="")
+        return 0
+    if not args.models:
+        ap.error("name one or more models (or pass --table)")
     train, external = args.data / "isic2017_train_256", args.data / "isic2018_extra_256c"
     missing = [str(d) for d in (train, external) if not d.is_dir()]
     if missing:

@@ -77,3 +77,8 @@ def test_scores_as_given_are_lesionseg_evaluates_and_the_json_is_written(tmp_pat
     assert "| shipped (weights/) | edge 1.5x |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--limit", "1", "--out", str(tmp_path)])  # no config.json there
+    capsys.readouterr()
+    assert main(["--table", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    cell = " / ".join(f"{doc['external']['centre 2x'][c]:.3f}" for c in ("dice_mean", "recall_mean", "failure_rate"))
+    assert "external set" in printed and "own test part" in printed and cell in printed
