@@ -71,7 +71,8 @@ def table() -> str:
         test, ext = folder / "eval_test.json", folder / "eval_external.json"
         if test.is_file() and ext.is_file():
             lines.append(_row(label, json.loads(test.read_text()), json.loads(ext.read_text())))
-    for folder in sorted(OUT.glob("*/")):
+    # recorded runs only (framing/ holds scripts/framing_check.py's results)
+    for folder in sorted(f.parent for f in OUT.glob("*/run_info.json")):
         info = json.loads((folder / "run_info.json").read_text())
         best = f" (best {info['best_epoch']})" if "best_epoch" in info else ""  # an ensemble has none
         label = (f"{info['encoder']}{' (ImageNet)' if info['encoder'] != 'unet' else ''}, {info['augment_preset']}, "
