@@ -23,6 +23,7 @@ per-image metrics as ``lesionseg evaluate`` (failures: IoU < 0.65). Writes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -98,6 +99,28 @@ def table(results: dict[str, dict[str, dict[str, dict]]]) -> str:
     return "\n".join(lines)
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def card_sentence(weights: Path, folder: Path = OUT) -> str:
+    """The model card's words on framing: the shipped model's external-set scores at centre 2x
+    against as given, from ``folder/shipped.json``; "" where that file is missing or was measured
+    for other weights (its ``model_sha256`` is not ``weights/model.safetensors``'s)."""
+    try:
+        doc = json.loads((folder / "shipped.json").read_text())
+        if doc.get("model_sha256") != file_sha256(weights / "model.safetensors"):
+            return ""
+        given, close = doc["external"]["as given"], doc["external"]["centre 2x"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    return (f" Re-framed so that the lesion fills more of the frame (the central half of each side of "
+            f"the external set's images, `scripts/framing_check.py`), this model's Dice is "
+            f"{close['dice_mean']:.3f}, recall {close['recall_mean']:.3f} and {close['failure_rate']:.1%} of "
+            f"the images fail, against {given['dice_mean']:.3f}, {given['recall_mean']:.3f} and "
+            f"{given['failure_rate']:.1%} as given.")
+
+
 def saved_table(folder: Path, order: Sequence[str] = ()) -> str:
     """Markdown from the JSON files in ``folder``: per set, one row per model (those named in
     ``order`` first, in that order), one cell per framing: Dice / recall / failures."""
@@ -124,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images of each set")
     ap.add_argument("--out", type=Path, default=OUT, help="where the JSON files go")
     args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        ap.error(f"--limit must be a positive number of images, got {args.limit}")
+    if args.table and args.models:
+        ap.error("--table prints the saved results; run the models without it first")
     if args.table:
         print(saved_table(args.out, ["shipped (weights/)", "unet_gpu_e39_seed42"]), end="")
         return 0
@@ -148,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         summary = {s: {label: {k: v for k, v in r.items() if k != "per_image"} for label, r in by.items()}
                    for s, by in results[name].items()}
-        doc = {"model": name, "folder": str(folder), "threshold": predictor.threshold,
+        doc = {"model": name, "folder": str(folder), "model_sha256": file_sha256(folder / "model.safetensors"),
+               "threshold": predictor.threshold,
                "framings": [list(f) for f in FRAMINGS], "images": {s: len(p) for s, p in sets.items()}, **summary}
         (args.out / f"{path.name if name != 'shipped (weights/)' else 'shipped'}.json").write_text(
             json.dumps(doc, indent=1) + "\n")

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from lesionseg.utils.atomic import atomic_write_text
 
-from refiner_card import refiner_section  # scripts/ is on sys.path when a script here runs
+from framing_check import card_sentence  # scripts/ is on sys.path when a script here runs
+from refiner_card import refiner_section
 
 ROWS = [("Dice", "dice_mean", "dice_std"), ("IoU (Jaccard)", "iou_mean", "iou_std"),
         ("Recall (sensitivity)", "recall_mean", "recall_std"), ("Precision", "precision_mean", "precision_std"),
@@ -143,6 +145,12 @@ def cleanup_bullet(config: dict) -> str:
 - **Mask clean-up**: {what}, judged on the {config['inference_img_size']} px probability map
   (`inference_fill_holes`, `inference_min_region_fraction` in `config.json`; `--no-cleanup` gives
   raw masks). The operating points and the threshold are measured on the cleaned masks."""
+
+
+def framing_lines(weights: Path) -> str:
+    """The framing stress test's sentence as continuation lines of a Limitations bullet, or ""."""
+    sentence = card_sentence(weights).strip()
+    return "\n" + textwrap.fill(sentence, 98, initial_indent="  ", subsequent_indent="  ") if sentence else ""
 
 
 def render(recipe: Path, weights: Path) -> str:
@@ -277,7 +285,7 @@ measurements derived from it must be reviewed by a clinician.
   (Fitzpatrick I–III) and a limited set of dermatoscopes and clinics; performance on darker skin,
   other devices, heavy hair, ink markings, rulers and vignetting is less certain.
 - One lesion per image is the training assumption; multiple lesions, lesions filling the frame and
-  very small lesions are the usual failures (see the worst cases in the training report).
+  very small lesions are the usual failures (see the worst cases in the training report).FRAMING
 - ORIGIN; the external validation set is small (144 images) and, where it chose the epoch and
   threshold, its numbers are optimistic.
 
@@ -295,7 +303,8 @@ measurements derived from it must be reviewed by a clinician.
   Tschandl et al., "The HAM10000 dataset", Sci. Data 2018 (ISIC 2018 images of the external set).
 """.replace("ORIGIN", "Fine-tuned on 1,600 images from an ImageNet encoder" if pretrained else
                                    "Trained from scratch on 1,600 images; no external pre-training")
-                 .replace("{detail}", f"{size}×{size}"))
+                 .replace("{detail}", f"{size}×{size}")
+                 .replace("FRAMING", framing_lines(weights)))
     return "\n".join(parts)
 
 

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from framing_check import framing_box, main, score_framings  # noqa: E402
+from framing_check import card_sentence, file_sha256, framing_box, main, score_framings  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -55,6 +55,13 @@ def test_bad_framings_name_the_valid_ones(zoom: float, where: str, match: str) -
         framing_box(_mask(), zoom, where)
 
 
+@pytest.mark.parametrize("argv", [["weights", "--limit", "0"], ["weights", "--table"], []])
+def test_bad_command_lines_exit_with_a_message(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not (DATA / "isic2018_extra_256c").is_dir(), reason="../shared/data not present (CI has it)")
 def test_scores_as_given_are_lesionseg_evaluates_and_the_json_is_written(tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
@@ -82,3 +89,19 @@ def test_scores_as_given_are_lesionseg_evaluates_and_the_json_is_written(tmp_pat
     printed = capsys.readouterr().out
     cell = " / ".join(f"{doc['external']['centre 2x'][c]:.3f}" for c in ("dice_mean", "recall_mean", "failure_rate"))
     assert "external set" in printed and "own test part" in printed and cell in printed
+
+
+def test_the_card_sentence_is_only_for_the_weights_it_was_measured_on(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"weights one")
+    scores = {"as given": {"dice_mean": 0.93, "recall_mean": 0.925, "failure_rate": 0.014},
+              "centre 2x": {"dice_mean": 0.91, "recall_mean": 0.888, "failure_rate": 0.097}}
+    doc = {"model": "shipped (weights/)", "model_sha256": file_sha256(weights / "model.safetensors"),
+           "external": scores}
+    (tmp_path / "shipped.json").write_text(json.dumps(doc))
+    sentence = card_sentence(weights, tmp_path)
+    assert "Dice is 0.910, recall 0.888 and 9.7%" in sentence and "0.930, 0.925 and 1.4% as given" in sentence
+    (weights / "model.safetensors").write_bytes(b"weights two")  # re-shipped: the file speaks of other weights
+    assert card_sentence(weights, tmp_path) == ""
+    assert card_sentence(weights, tmp_path / "absent") == ""

@@ -64,6 +64,8 @@ def test_the_openvino_runner_of_a_half_resolution_decoder_computes_the_eager_mod
     model = half_model()
     runner = OpenVinoRunner(model, 64)
     assert_computes_the_eager_model(runner, model)
+    # a graph OpenVINO could not compile would fall back to ONNX Runtime on the original graph
+    assert runner._fallback is None and runner.name.startswith("openvino")
     exported, compiled = _ops(export_onnx(model)), _ops(runner._graph)
     assert compiled.count("Resize") == exported.count("Resize") - 1
     assert compiled.count("MatMul") == exported.count("MatMul") + 2
@@ -80,4 +82,5 @@ def test_a_size_the_model_pads_keeps_the_resize(monkeypatch: pytest.MonkeyPatch)
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(runner(x), model(x), atol=2e-4, rtol=1e-4)
+    assert runner._fallback is None and runner.name.startswith("openvino")
     assert _ops(runner._graph).count("Resize") == _ops(export_onnx(model)).count("Resize")
