@@ -38,9 +38,11 @@ from lesionseg.data.io import load_image, load_mask  # noqa: E402
 from lesionseg.data.pairing import Pair, collect_pairs  # noqa: E402
 from lesionseg.evaluation import MetricAccumulator, select_pairs  # noqa: E402
 from lesionseg.inference.predictor import Predictor  # noqa: E402
+from lesionseg.utils.atomic import atomic_write_text  # noqa: E402
 
 OUT = ROOT / "configs" / "generalization" / "framing"
 DATA = ROOT.parent / "shared" / "data"
+SHIPPED = "shipped (weights/)"  # the name of weights/ in the results; its file is shipped.json
 # (label, zoom, where): zoom 1 is the image as given
 FRAMINGS = [("as given", 1.0, "centre"), ("centre 1.5x", 1.5, "centre"), ("centre 2x", 2.0, "centre"),
             ("edge 1.5x", 1.5, "edge")]
@@ -130,7 +132,8 @@ def saved_table(folder: Path, order: Sequence[str] = ()) -> str:
     out = []
     for s, title in (("external", "external set"), ("test", "own test part")):
         out += [f"{title} (Dice / recall / failures):", "",
-                "| model | threshold | " + " | ".join(labels) + " |", "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+                "| model | threshold | " + " | ".join(labels) + " |",
+                "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
         for n in names:
             cells = [" / ".join(f"{docs[n][s][label][c]:.3f}" for c in ("dice_mean", "recall_mean", "failure_rate"))
                      for label in labels]
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table and args.models:
         ap.error("--table prints the saved results; run the models without it first")
     if args.table:
-        print(saved_table(args.out, ["shipped (weights/)", "unet_gpu_e39_seed42"]), end="")
+        print(saved_table(args.out, [SHIPPED, "unet_gpu_e39_seed42"]), end="")
         return 0
     if not args.models:
         ap.error("name one or more models (or pass --table)")
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = model_folder(path)
         if not (folder / "config.json").is_file():
             ap.error(f"{path}: no config.json (pass a weights folder or a training run folder)")
-        name = "shipped (weights/)" if path.resolve() == (ROOT / "weights").resolve() else path.name
+        shipped = path.resolve() == (ROOT / "weights").resolve()
+        name = SHIPPED if shipped else path.name
         predictor = Predictor.from_weights(folder, device="cpu", fast=False)
         results[name] = {s: score_framings(predictor, pairs) for s, pairs in sets.items()}
         args.out.mkdir(parents=True, exist_ok=True)
@@ -178,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"model": name, "folder": str(folder), "model_sha256": file_sha256(folder / "model.safetensors"),
                "threshold": predictor.threshold,
                "framings": [list(f) for f in FRAMINGS], "images": {s: len(p) for s, p in sets.items()}, **summary}
-        (args.out / f"{path.name if name != 'shipped (weights/)' else 'shipped'}.json").write_text(
-            json.dumps(doc, indent=1) + "\n")
+        atomic_write_text(args.out / f"{'shipped' if shipped else path.name}.json", json.dumps(doc, indent=1) + "\n")
     print(table(results))
     return 0
 

@@ -102,7 +102,8 @@ def train_transform(img_size: int, augment: bool = True, preset: str = "standard
         return A.Compose([A.Resize(img_size, img_size)])
     robust = preset in ("robust", "framing")
     # area range, probability of the zoom-in crop: the crops of scripts/framing_check.py lie at 0.44 and 0.25
-    crop_scale, crop_p = {"standard": ((0.6, 1.0), 0.3), "robust": ((0.25, 1.0), 0.6), "framing": ((0.1, 1.0), 0.7)}[preset]
+    crop_scale, crop_p = {"standard": ((0.6, 1.0), 0.3), "robust": ((0.25, 1.0), 0.6),
+                          "framing": ((0.1, 1.0), 0.7)}[preset]
     geometric = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),

@@ -2,9 +2,10 @@
 
 A decoder that stops at 1/2 resolution ends in a bilinear Resize of one-channel logits to the
 input's size. OpenVINO's CPU plugin is slow at that one-channel Resize: its per-layer counters
-put it above every other node that is not a convolution (docs/benchmarks.md). Bilinear resampling is separable, so at a fixed input size it
-is exactly ``R @ X @ C``, with ``R`` (H, h) and ``C`` (w, W) holding each output row's and
-column's two source weights: two small MatMuls, equal to the Resize up to float rounding.
+put it above every other node that is not a convolution (docs/benchmarks.md). Bilinear
+resampling is separable, so at a fixed input size it is exactly ``R @ X @ C``, with ``R`` (H, h)
+and ``C`` (w, W) holding each output row's and column's two source weights: two small MatMuls,
+equal to the Resize up to float rounding.
 """
 from __future__ import annotations
 
