@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from lesionseg.utils.atomic import atomic_write_text
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output, render(res))
+    atomic_write_text(args.output, render(res, args.output))
     atomic_write_text(args.output.with_suffix(".json"), json.dumps(res, indent=1, default=str) + "\n")
     print(f"results: {args.output} ({res['machine']['wall_s']:.0f} s)")
     return 0

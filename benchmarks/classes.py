@@ -4,7 +4,8 @@
 ``results_avx2.md`` where it does not (an AVX2-only CPU, or ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 one). Each report shows this table from its own run and the
 other's JSON as it was when this run was rendered: after measuring one class, re-render the other
-with ``python -m benchmarks.report benchmarks/results[_avx2].json`` to refresh its table.
+with ``python -m benchmarks.report benchmarks/results[_avx2].json`` to refresh its table. A run
+written under another name pairs the same way: ``results_epyc.json`` with ``results_epyc_avx2.json``.
 """
 from __future__ import annotations
 
@@ -65,10 +66,18 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
 ]
 
 
-def side_by_side(res: dict[str, Any], folder: Path = HERE) -> list[str]:
-    """Markdown lines of section 8 for the run ``res`` and the other class's committed JSON."""
+def twin_name(stem: str, native: bool) -> str:
+    """The other class's JSON for a report named ``stem``: ``results`` <-> ``results_avx2``,
+    ``results_epyc`` <-> ``results_epyc_avx2``."""
+    base = stem[:-len("_avx2")] if stem.endswith("_avx2") else stem
+    return f"{base}_avx2.json" if native else f"{base}.json"
+
+
+def side_by_side(res: dict[str, Any], folder: Path = HERE, stem: str = "results") -> list[str]:
+    """Markdown lines of section 8 for the run ``res`` (reported as ``stem``.md) and the other
+    class's committed JSON (:func:`twin_name`)."""
     native = is_native(res)
-    other_file = folder / ("results_avx2.json" if native else "results.json")
+    other_file = folder / twin_name(stem, native)
     other = json.loads(other_file.read_text()) if other_file.is_file() else None
     lines = ["## 8. Native and AVX2 side by side", ""]
     if other is None:

@@ -181,6 +181,12 @@ def test_side_by_side_reads_the_other_cpu_class(tmp_path: Path) -> None:
         assert "native: torch AVX512" in lines[2] and "AVX2: torch AVX2" in lines[2]
         forward = next(line for line in lines if line.startswith("| forward 256x256"))
         assert forward.split(" | ")[2].startswith("123.4 vs") and not forward.split(" | ")[1].startswith("123.4")
+    # a run written under another name pairs with its own twin, never with the default files
+    assert "Not shown: no results_epyc_avx2.json" in "\n".join(side_by_side(res, tmp_path, "results_epyc"))
+    avx2["forward"]["rows"][-1]["median_ms"] = 45.6
+    (tmp_path / "results_epyc_avx2.json").write_text(json.dumps(avx2))
+    forward = next(line for line in side_by_side(res, tmp_path, "results_epyc") if line.startswith("| forward 256x256"))
+    assert forward.split(" | ")[2].startswith("45.6 vs")
 
 
 def test_allocator_neutral_child_keeps_freed_memory_and_the_report_judges_it() -> None:
