@@ -85,6 +85,36 @@ def test_openvino_is_the_path_on_either_cpu_class_unless_lesionseg_openvino_0() 
         assert _child(**{OPENVINO_ENV: "1"}, **env)["runner"] == "OpenVinoRunner"
 
 
+OPENVINO_KERNELS = """
+import json, torch
+from lesionseg.inference.cpu import OpenVinoRunner
+from lesionseg.models import DSAttentionUNet
+torch.manual_seed(0)
+m = DSAttentionUNet(encoder_channels=[8, 16, 32, 64], decoder_channels=[32, 16, 8], inference_img_size=64).eval()
+print(json.dumps(OpenVinoRunner(m, 64).conv_kernels()))
+"""
+
+
+def test_openvino_kernels_follow_the_onednn_cap() -> None:
+    """The caps measure the AVX2 class for the OpenVINO path too (docs/benchmarks.md): its
+    convolutions run AVX2 kernels under ONEDNN_MAX_CPU_ISA=AVX2, and AVX-512 ones without it on a
+    chip that has AVX-512."""
+    if not openvino_available():
+        pytest.skip("openvino not installed")
+    full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                               "DNNL_MAX_CPU_ISA", OPENVINO_ENV)}
+    got = {}
+    for name, env in (("capped", {"ONEDNN_MAX_CPU_ISA": "AVX2"}), ("native", {})):
+        out = subprocess.run([sys.executable, "-c", OPENVINO_KERNELS], env={**full, **env}, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["capped"] and not any("avx512" in k for k in got["capped"]), got
+    assert any("avx2" in k for k in got["capped"]), got
+    if "avx512f" in Path("/proc/cpuinfo").read_text().split():
+        assert any("avx512" in k for k in got["native"]), got
+
+
 @pytest.mark.parametrize("cap,isa,allowed", [("AVX2", "AVX512_CORE_BF16", False), ("avx2", "AVX2", True),
                                              ("AVX512_CORE_AMX", "AVX512_CORE_BF16", True),
                                              ("AVX512_CORE", "AVX512_CORE_VNNI", False),

@@ -146,6 +146,21 @@ class OpenVinoRunner:
             requests[threads] = compiled.create_infer_request()
         return requests[threads]
 
+    def conv_kernels(self) -> dict[str, int]:
+        """The kernels OpenVINO chose for this graph's convolutions, e.g. ``{"brgconv_avx2_1x1_f32": 50,
+        "jit_avx2_I8": 6}``: which ISA the path really runs (OpenVINO's oneDNN follows
+        ONEDNN_MAX_CPU_ISA). Compiles for this thread's count if needed; empty on the fallback."""
+        if isinstance(self._request(max(1, torch.get_num_threads())), OnnxFp32Runner):
+            return {}
+        compiled = self.compiled[max(1, torch.get_num_threads())]
+        kernels: dict[str, int] = {}
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) in ("Convolution", "GroupConvolution"):
+                name = info["primitiveType"].astype(str)
+                kernels[name] = kernels.get(name, 0) + 1
+        return kernels
+
     @property
     def ready(self) -> bool:
         """True once a compiled model (or the fallback) exists: the first call has been paid."""
