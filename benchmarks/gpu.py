@@ -74,17 +74,19 @@ def _agreement(model: torch.nn.Module, settings: Settings, device: str) -> dict[
 
 
 def _train_rows(settings: Settings, device: str) -> list[dict[str, Any]]:
-    from .training import step_fn
+    from .training import step_fn, trained_model
 
+    template, what = trained_model(settings.weights)
     rows = []
     size = 256 if not settings.quick else 64  # --quick: a smoke run of the same code
     for batch in (8, 64) if not settings.quick else (2,):
         x = torch.randn(batch, 3, size, size, device=device)
         y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
         for variant, bf16, cl in (("fp32 eager NCHW", False, False), ("bf16 autocast + channels_last", True, True)):
-            step = step_fn(cl, bf16, x, y)
+            step = step_fn(template, cl, bf16, x, y)
             r = time_fn(_sync(step, device), settings.iters(30, 1), warmup=settings.iters(3, 1))
-            rows.append({"batch": batch, "variant": variant, **r, "images_per_s": batch / (r["median_ms"] / 1e3),
+            rows.append({"batch": batch, "variant": variant, "model": what, **r,
+                         "images_per_s": batch / (r["median_ms"] / 1e3),
                          "epoch_s_1600": 1600 / (batch / (r["median_ms"] / 1e3))})
     return rows
 

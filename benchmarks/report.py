@@ -185,7 +185,8 @@ def render(res: dict[str, Any], path: Path | None = None) -> str:
 
     tr = res["training"]
     lines += [f"## 6. Training step, 256x256, batch {tr['batch']}", "",
-              f"Forward with deep supervision, bce_dice loss, backward, clipping, AdamW; on {tr['source']}. "
+              f"Forward with deep supervision, bce_dice loss, backward, clipping, AdamW; "
+              f"{tr.get('model', 'the default DSAttentionUNet (unet encoder)')}; on {tr['source']}. "
               f"Epoch = {tr['train_images']} training images, extrapolated from the median step (data loading "
               "excluded).", ""]
     lines += _table(["variant", "median s/step", "images/s", "speedup", "s/epoch"],

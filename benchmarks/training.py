@@ -3,16 +3,21 @@
 One step = forward (deep supervision on), bce_dice loss over all heads, backward, gradient
 clipping and an AdamW update: the body of :func:`lesionseg.training.loop.fit`'s inner loop, on
 real ISIC images when present. Data loading and augmentation are excluded (the dataset decodes
-once up front and augments per sample; that cost is the same for both paths).
+once up front and augments per sample; that cost is the same for both paths). The model is the
+weights folder's architecture (the shipped recipe's, fine-tuned from its weights: a step costs
+the same as from ImageNet), or the default DSAttentionUNet where there is no weights folder.
 """
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from lesionseg.losses import get_loss, supervised_loss
+from lesionseg.inference import load_model
 from lesionseg.models import DSAttentionUNet
 from lesionseg.utils.cpu_isa import cpu_bf16_supported
 
@@ -23,10 +28,20 @@ TRAIN_IMAGES = 1600  # 80 % of the 2,000 ISIC 2017 pairs: the recipe's training 
 BATCH = 8
 
 
-def step_fn(channels_last: bool, bf16: bool, x: torch.Tensor, y: torch.Tensor) -> Any:
-    """One training step of a fresh model on ``x``'s device, as the training loop runs it."""
-    torch.manual_seed(0)
-    model = DSAttentionUNet(inference_img_size=x.shape[-1]).to(x.device).train()
+def trained_model(weights: Path) -> tuple[DSAttentionUNet, str]:
+    """The model whose step is timed, and a description for the report."""
+    if (weights / "config.json").is_file():
+        model = load_model(weights)
+        what = f"the architecture of {weights.name}/ ({getattr(model, 'encoder_name', 'unet')} encoder"
+    else:
+        torch.manual_seed(0)
+        model, what = DSAttentionUNet(), "the default DSAttentionUNet (no weights folder; unet encoder"
+    return model, f"{what}, {model.num_parameters() / 1e6:.2f} M parameters)"
+
+
+def step_fn(template: DSAttentionUNet, channels_last: bool, bf16: bool, x: torch.Tensor, y: torch.Tensor) -> Any:
+    """One training step of a copy of ``template`` on ``x``'s device, as the training loop runs it."""
+    model = copy.deepcopy(template).to(x.device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -62,7 +77,7 @@ def training_section(settings: Settings) -> dict[str, Any]:
     """Median step time of fp32 eager NCHW vs the bf16 autocast variants; seconds per epoch."""
     batch = BATCH if not settings.quick else 2  # --quick: a smoke run of the same code
     images, source = real_images(settings, batch)
-    ref = DSAttentionUNet()
+    ref, what = trained_model(settings.weights)
     x = batch_of(images, ref)
     y = _targets(images, settings)
     if y.shape[-1] != x.shape[-1]:
@@ -72,7 +87,7 @@ def training_section(settings: Settings) -> dict[str, Any]:
                  False, False), ("fp32 channels_last", True, False)]
     if bf16:  # the project's CPU default last: bf16 autocast in NCHW (channels_last slows GroupNorm backward)
         variants += [("bf16 autocast + channels_last", True, True), ("bf16 autocast NCHW (project default)", False, True)]
-    steps = {name: step_fn(cl, use_bf16, x, y) for name, cl, use_bf16 in variants}
+    steps = {name: step_fn(ref, cl, use_bf16, x, y) for name, cl, use_bf16 in variants}
     timed = time_interleaved(steps, settings.iters(8, 1), warmup=settings.iters(2, 1))
     rows = []
     for name, r in timed.items():
@@ -80,4 +95,4 @@ def training_section(settings: Settings) -> dict[str, Any]:
         rows.append({"variant": name, **r, "images_per_s": ips, "epoch_s": TRAIN_IMAGES / ips})
     for row in rows:  # baseline first: paired per-round ratios to it
         row["speedup"] = row["paired_speedup"]
-    return {"rows": rows, "source": source, "batch": batch, "train_images": TRAIN_IMAGES}
+    return {"rows": rows, "source": source, "batch": batch, "train_images": TRAIN_IMAGES, "model": what}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Record training runs of the generalization ablation and render its table.
 
-    python scripts/ablation.py record outputs/gen/mbv2_robust_seed42 [RUN ...]
+    python scripts/ablation.py record outputs/gen/mbv2_robust_seed42 [RUN ...] [--note "retrained alone on ..."]
     python scripts/ablation.py table            # rewrites the table in docs/generalization.md
 
 ``record`` evaluates each run's best model (its own tuned threshold, the default inference path)
@@ -35,7 +35,7 @@ COLUMNS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean")
 BEGIN, END = "<!-- ablation table: scripts/ablation.py table -->", "<!-- end of ablation table -->"
 
 
-def record(run: Path) -> None:
+def record(run: Path, note: str = "") -> None:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     best = run / "models" / "best_model"
     out = OUT / run.name
@@ -54,6 +54,8 @@ def record(run: Path) -> None:
             "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
             "best_epoch": max(history, key=lambda h: h.get("score", h["val_dice"]))["epoch"],
             "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1)}
+    if note:  # e.g. the machine, for a rerun of a recipe already in the table
+        info["note"] = note
     (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
     print(f"recorded {run.name} -> {out.relative_to(ROOT)}")
 
@@ -83,6 +85,8 @@ def table() -> str:
             label += f", {info['full_res_channels']} channels at full resolution"
         if info.get("norm_groups", 8) != 8:
             label += f", {info['norm_groups']} GroupNorm groups"
+        if info.get("note"):
+            label += f", {info['note']}"
         if info.get("members"):  # scripts/seed_ensemble.py
             label = f"mean of {len(info['members'])} seeds: {label}"
         lines.append(_row(label, json.loads((folder / "eval_test.json").read_text()),
@@ -95,11 +99,12 @@ def main() -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("record")
     r.add_argument("runs", type=Path, nargs="+")
+    r.add_argument("--note", default="", help="appended to the runs' table label, e.g. where they trained")
     sub.add_parser("table")
     args = p.parse_args()
     if args.cmd == "record":
         for run in args.runs:
-            record(run.resolve())
+            record(run.resolve(), args.note)
         return 0
     text = DOC.read_text()
     if BEGIN not in text or END not in text:

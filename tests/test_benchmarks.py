@@ -6,6 +6,7 @@ and write every section. Inputs are deterministic, so nothing here can flake on 
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -161,11 +162,11 @@ def test_benchmarks_quick_writes_every_section(tmp_path: Path) -> None:
     assert "- section " not in text, text.split("## Notes")[-1]  # no section failed
     assert out.with_suffix(".json").is_file()
     assert "| capability | torch " in text and "one 1024x768 photo (Predictor.predict + mask)" in text
+    encoder = json.loads((WEIGHTS / "config.json").read_text()).get("encoder_name", "unet")
+    assert f"the architecture of weights/ ({encoder} encoder" in text  # section 6 times the shipped model's step
 
 
 def test_side_by_side_reads_the_other_cpu_class(tmp_path: Path) -> None:
-    import json
-
     from benchmarks.classes import side_by_side
 
     res = json.loads((ROOT / "benchmarks" / "results.json").read_text())
@@ -192,7 +193,6 @@ def test_side_by_side_reads_the_other_cpu_class(tmp_path: Path) -> None:
 def test_allocator_neutral_child_keeps_freed_memory_and_the_report_judges_it() -> None:
     if not (WEIGHTS / "model.safetensors").is_file():
         pytest.skip("no shipped weights in weights/")
-    import json
 
     from benchmarks.allocator import allocator_neutral_section
     from benchmarks.common import Settings
@@ -232,7 +232,6 @@ def test_gpu_section_code_runs_on_the_cpu() -> None:
 
 def test_report_renders_recorded_gpu_and_accuracy_and_judges_the_peer_target() -> None:
     import copy
-    import json
 
     from benchmarks.report import recorded, render, targets
 
