@@ -64,7 +64,7 @@ def _compiled(model: torch.nn.Module, bf16: bool) -> tuple[Fn, float]:
 
 
 def _predictor_fn(pred: Predictor) -> Fn:
-    return lambda x: pred._forward(x)  # noqa: SLF001 - exactly the Predictor's model call
+    return lambda x: torch.from_numpy(pred._forward(x))  # noqa: SLF001 - exactly the Predictor's model call
 
 
 def batch_of(images: list[np.ndarray], model: Any) -> torch.Tensor:

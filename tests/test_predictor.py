@@ -310,3 +310,19 @@ def test_full_size_mask_is_the_clipped_probability_cut_at_the_threshold(t: float
     np.testing.assert_array_equal(pred.mask, want)
     np.testing.assert_array_equal(Prediction(low, (128, 128), 0.5).mask_at(size, t), want)
     assert fresh.mask.dtype == np.uint8 and fresh.mask.flags.writeable
+
+
+def test_numpy_sigmoid_matches_torch_without_overflow() -> None:
+    """The Predictor's sigmoid runs in numpy (prediction.sigmoid): the same probabilities as torch's,
+    float32, and no overflow warning for logits far below zero."""
+    import warnings
+
+    from lesionseg.inference.prediction import sigmoid
+
+    x = np.concatenate([np.linspace(-200, 200, 4001), [0.0, -0.0, 1e-8, -1e-8]]).astype(np.float32).reshape(1, -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in exp would raise here
+        got = sigmoid(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-7)
+    assert got.min() >= 0 and got.max() <= 1 and got[0, -4] == 0.5

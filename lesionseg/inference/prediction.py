@@ -30,6 +30,17 @@ def check_threshold(t: float) -> float:
     return t
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 logits -> probabilities, same shape, in numpy (no overflow: only exp(-|x|) is taken).
+
+    Not torch: the CPU fast paths (OpenVINO, ONNX Runtime) run on their own threads, and a torch
+    op between two of their calls wakes torch's OpenMP threads, which then spin on the cores that
+    the next call needs (docs/benchmarks.md)."""
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, np.float32(1.0), e) / (np.float32(1.0) + e)
+
+
 def binarize(prob: np.ndarray, t: float) -> np.ndarray:
     """(H, W) probabilities -> uint8 {0, 1} mask of ``prob >= t`` in one pass (a bool array viewed as uint8).
 

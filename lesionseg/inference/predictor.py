@@ -26,7 +26,7 @@ from ..utils.devices import resolve_device
 from .cpu import FrozenRunner, OnnxFp32Runner, OpenVinoRunner
 from .cpu.openvino import openvino_enabled
 from .cpu.qdq import CALIBRATION_NAME
-from .prediction import Prediction, check_threshold, resize_prob
+from .prediction import Prediction, check_threshold, resize_prob, sigmoid
 from .runners import make_runner
 from .weights import hub_extras_folder, load_model, load_refiner, local_weights_folder
 
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 # Flip variants for test-time augmentation: dims of a (B, C, H, W) tensor to flip.
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def _flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``a`` flipped along ``axes`` (negative: counted from the end), or ``a`` itself for ()."""
+    return np.flip(a, axes) if axes else a
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -146,26 +151,22 @@ class Predictor:
         """True when these weights have a click refiner (:meth:`refine` works)."""
         return self.refine_runner is not None
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) normalised -> (B, S, S) float32 probabilities; one model call."""
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        """(B, 3, S, S) normalised -> (B, S, S) float32 probabilities; one model call. Everything
+        around the runner is numpy (see :func:`~.prediction.sigmoid`)."""
         logits = self.runner(x)
         self.calls += 1
-        return torch.sigmoid(logits)[:, 0]
+        return sigmoid(logits.detach().float().cpu().numpy()[:, 0])
 
     def _probs(self, batch: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, 3, S, S) float32 -> probs (B, S, S) and, with TTA, uncertainty (B, S, S)."""
-        x = torch.from_numpy(batch)
         if not tta:
-            return self._forward(x).numpy(), None
-        n = x.shape[0]
-        views = torch.cat([x.flip(d) if d else x for d in TTA_FLIPS])
-        out = self._forward(views)
-        # flip every view back; flipping (H, W) of (B, S, S) uses the same negative dims
-        stack = torch.stack([out[i * n:(i + 1) * n].flip(d) if d else out[i * n:(i + 1) * n]
-                             for i, d in enumerate(TTA_FLIPS)])
-        prob = stack.mean(0)
-        unc = stack.amax(0) - stack.amin(0)
-        return prob.numpy(), unc.numpy()
+            return self._forward(torch.from_numpy(batch)), None
+        n = batch.shape[0]
+        out = self._forward(torch.from_numpy(np.concatenate([_flip(batch, d) for d in TTA_FLIPS])))
+        # flip every view back; flipping (H, W) of (B, S, S) uses the same negative axes
+        stack = np.stack([_flip(out[i * n:(i + 1) * n], d) for i, d in enumerate(TTA_FLIPS)])
+        return stack.mean(0), stack.max(0) - stack.min(0)
 
     def _chunks(self, n: int, tta: bool) -> Iterator[slice]:
         step = max(1, self.batch_size // (len(TTA_FLIPS) if tta else 1))
@@ -205,12 +206,11 @@ class Predictor:
         """
         if plain.lowres_uncertainty is not None:
             raise ValueError("add_tta takes a plain prediction; this one already has the flip-TTA views")
-        x = torch.from_numpy(normalize(resize_rgb(as_rgb_uint8(rgb), self.img_size), self.mean, self.std)[None])
+        x = normalize(resize_rgb(as_rgb_uint8(rgb), self.img_size), self.mean, self.std)[None]
         flips = TTA_FLIPS[1:]
-        out = self._forward(torch.cat([x.flip(d) for d in flips]))  # (3, S, S)
-        stack = torch.stack([torch.from_numpy(np.asarray(plain.lowres, dtype=np.float32))]
-                            + [out[i].flip(d) for i, d in enumerate(flips)])
-        prob, unc = stack.mean(0).numpy(), (stack.amax(0) - stack.amin(0)).numpy()
+        out = self._forward(torch.from_numpy(np.concatenate([_flip(x, d) for d in flips])))  # (3, S, S)
+        stack = np.stack([np.asarray(plain.lowres, dtype=np.float32)] + [_flip(out[i], d) for i, d in enumerate(flips)])
+        prob, unc = stack.mean(0), stack.max(0) - stack.min(0)
         return Prediction(prob, plain.size, plain.threshold, plain.cleanup, unc)
 
     def predict(self, rgb: np.ndarray, threshold: float | None = None, tta: bool | None = None) -> Prediction:
@@ -260,7 +260,7 @@ class Predictor:
         on_grid = to_model_coords(checked, img.shape[:2], s)
         x = np.concatenate([normalize(resize_rgb(img, s), self.mean, self.std), prev[None],
                             click_maps(on_grid, s, self.refiner.click_radius)])
-        prob = torch.sigmoid(self.refine_runner(torch.from_numpy(x[None])))[0, 0].numpy()
+        prob = sigmoid(self.refine_runner(torch.from_numpy(x[None]))[0, 0].detach().float().numpy())
         self.calls += 1
         if merge and on_grid:
             prob = progressive_merge(prev, prob, on_grid[-1], t)
