@@ -158,9 +158,13 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2) -> dict[str, dict[str, float]]:
-    """Like :func:`time_fn` for several functions, run round-robin (one call of each per round) so
-    that drift in the machine's speed (other load, clocks) affects them all alike.
+def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2,
+                     block: int = 1) -> dict[str, dict[str, float]]:
+    """Like :func:`time_fn` for several functions, run round-robin (``block`` calls of each per
+    round, timed as their mean) so that drift in the machine's speed (other load, clocks) affects
+    them all alike. ``block`` > 1 measures each path as a process that runs only it sees it: the
+    first call after another path can find that path's threads still spinning (torch's OpenMP
+    threads keep a core busy for some milliseconds after a parallel region).
 
     Also counts minor page faults per call: memory that glibc handed back to the kernel after one
     call is faulted in again by the next (~1 us per 4 KiB page here), which shows as run-to-run
@@ -174,9 +178,10 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int 
         for name, fn in fns.items():
             f0 = _minor_faults()
             t = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t) * 1e3)
-            faults[name].append(_minor_faults() - f0)
+            for _ in range(max(1, block)):
+                fn()
+            times[name].append((time.perf_counter() - t) * 1e3 / max(1, block))
+            faults[name].append((_minor_faults() - f0) // max(1, block))
     first = next(iter(times.values()))
     # paired: each round's ratio to the first function, then the median; robust to load that comes and goes
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "mean_ms": statistics.fmean(v), "n": len(v),

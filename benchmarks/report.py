@@ -51,8 +51,12 @@ def _photo_lines(ph: dict[str, Any]) -> list[str]:
         return lines + ["Not measured (section missing or failed).", ""]
     return lines + [
         f"`Predictor.predict(rgb).mask` on {ph['image']} upscaled to 1024x768 (resize, normalise, model, clean-up, "
-        "mask at full size), the default path against `fast=False` in one process, round-robin; speedup = median "
-        "of the per-round ratios.", ""] + _table(
+        "mask at full size), the default path against `fast=False` in one process, round-robin "
+        f"({ph.get('block', 1)} calls of each path back to back per round, as a process that runs one path "
+        "sees it); speedup = median of the per-round ratios."
+        + (f" One call at a time instead (each default call right after an exact one): "
+           f"{ph['alternating_speedup']:.2f}x." if "alternating_speedup" in ph else ""),
+        ""] + _table(
         ["variant", "median ms", "min ms", "speedup", "masks Dice vs fast=False"],
         [[r["variant"], f"{r['median_ms']:.1f}", f"{r['min_ms']:.1f}",
           f"{r['paired_speedup']:.2f}x", _f(r.get("dice"), ".4f")] for r in ph["rows"]])
