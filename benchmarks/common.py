@@ -164,7 +164,7 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int 
     round, timed as their mean) so that drift in the machine's speed (other load, clocks) affects
     them all alike. ``block`` > 1 measures each path as a process that runs only it sees it: the
     first call after another path can find that path's threads still spinning (torch's OpenMP
-    threads keep a core busy for some milliseconds after a parallel region).
+    threads spin for a while after a parallel region before they sleep).
 
     Also counts minor page faults per call: memory that glibc handed back to the kernel after one
     call is faulted in again by the next (~1 us per 4 KiB page here), which shows as run-to-run

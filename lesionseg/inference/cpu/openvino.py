@@ -150,9 +150,10 @@ class OpenVinoRunner:
         """The kernels OpenVINO chose for this graph's convolutions, e.g. ``{"brgconv_avx2_1x1_f32": 50,
         "jit_avx2_I8": 6}``: which ISA the path really runs (OpenVINO's oneDNN follows
         ONEDNN_MAX_CPU_ISA). Compiles for this thread's count if needed; empty on the fallback."""
-        if isinstance(self._request(max(1, torch.get_num_threads())), OnnxFp32Runner):
+        threads = max(1, torch.get_num_threads())
+        if isinstance(self._request(threads), OnnxFp32Runner):
             return {}
-        compiled = self.compiled[max(1, torch.get_num_threads())]
+        compiled = self.compiled[threads]
         kernels: dict[str, int] = {}
         for op in compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
