@@ -51,10 +51,11 @@ print(json.dumps({"torch": capability.torch_capability(), "bf16": capability.cpu
 """
 
 
-def _child(**env: str) -> dict:
+def _child(script: str = CHILD, **env: str) -> dict:
+    """The JSON that ``script`` prints last, run with no ISA caps or OpenVINO switch but ``env``."""
     full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
                                                                "DNNL_MAX_CPU_ISA", "LESIONSEG_OPENVINO")}
-    out = subprocess.run([sys.executable, "-c", CHILD], env={**full, **env}, cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", script], env={**full, **env}, cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -101,14 +102,7 @@ def test_openvino_kernels_follow_the_onednn_cap() -> None:
     chip that has AVX-512."""
     if not openvino_available():
         pytest.skip("openvino not installed")
-    full = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-                                                               "DNNL_MAX_CPU_ISA", OPENVINO_ENV)}
-    got = {}
-    for name, env in (("capped", {"ONEDNN_MAX_CPU_ISA": "AVX2"}), ("native", {})):
-        out = subprocess.run([sys.executable, "-c", OPENVINO_KERNELS], env={**full, **env}, cwd=ROOT,
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        got[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    got = {"capped": _child(OPENVINO_KERNELS, ONEDNN_MAX_CPU_ISA="AVX2"), "native": _child(OPENVINO_KERNELS)}
     assert got["capped"] and not any("avx512" in k for k in got["capped"]), got
     assert any("avx2" in k for k in got["capped"]), got
     if "avx512f" in Path("/proc/cpuinfo").read_text().split():

@@ -34,8 +34,8 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     """float32 logits -> probabilities, same shape, in numpy (no overflow: only exp(-|x|) is taken).
 
     Not torch: the CPU fast paths (OpenVINO, ONNX Runtime) run on their own threads, and a torch
-    op between two of their calls wakes torch's OpenMP threads, which then spin on the cores that
-    the next call needs (docs/benchmarks.md)."""
+    op between two of their calls slowed the next call, most likely because it woke torch's OpenMP
+    threads, which then spin on the cores that call needs (docs/benchmarks.md)."""
     x = np.asarray(logits, dtype=np.float32)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, np.float32(1.0), e) / (np.float32(1.0) + e)
