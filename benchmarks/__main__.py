@@ -21,6 +21,7 @@ _INDUCTOR_CACHE = None if "TORCHINDUCTOR_CACHE_DIR" in os.environ else tempfile.
 if _INDUCTOR_CACHE:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
 
+import lesionseg  # noqa: E402,F401  (before torch: its OpenMP spin setting, lesionseg/__init__.py)
 import torch  # noqa: E402
 
 from .common import DEFAULT_DATA, DEFAULT_WEIGHTS, Settings, default_output, machine_info  # noqa: E402

@@ -31,6 +31,12 @@ from .formatting import format_measurements
 
 log = logging.getLogger(__name__)
 
+# The full-resolution downloads are written in the event after each redraw. Written at once, they
+# compete for the CPU (and this server's GIL) with the browser fetching and drawing the new overlay,
+# and slow that down (docs/benchmarks.md, "The slider and the downloads"); nobody downloads within
+# a fraction of a second of moving the slider, so the writing waits this long first.
+DOWNLOADS_SETTLE_S = 0.2
+
 
 class WorkDir:
     """A private temporary folder for result files; sub-folders older than ``max_age_s`` are pruned."""
@@ -202,9 +208,11 @@ def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px:
 
 
 def downloads(result: session.ImageResult | None, threshold: float, mm_per_px: float | None) -> list[str] | None:
-    """Full-resolution mask PNG, overlay PNG and measurements JSON for the kept result."""
+    """Full-resolution mask PNG, overlay PNG and measurements JSON for the kept result, written
+    :data:`DOWNLOADS_SETTLE_S` after the call, once the screen views it follows have been drawn."""
     if result is None:
         return None
+    time.sleep(DOWNLOADS_SETTLE_S)
     try:
         meas = session.measurements(result, threshold, _mm(mm_per_px))
         paths = session.write_downloads(result, threshold, meas, default_work().new("single"))
