@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         f"| slider-move-to-overlay-update (one move, previous downloads written) | {fmt(sl_med, 'ms')} | "
         f"{', '.join(fmt(t, 'ms') for t in sliders)} | <= 150 ms | {ok(sl_med, TARGETS['slider'])} |",
-        f"| slider, back-to-back moves (downloads of the last move still being written) | "
+        f"| slider, back-to-back moves (the last move's downloads still pending) | "
         f"{fmt(statistics.median(rapid), 'ms')} | {', '.join(fmt(t, 'ms') for t in rapid)} | | |",
     ]
     lines.append(f"| click-on-overlay-to-updated-overlay (one refiner call, {moves} clicks one after another) | "

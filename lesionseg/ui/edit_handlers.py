@@ -53,9 +53,10 @@ class CorrectionHandlers:
         """The corrections line for the kept result."""
         return editing.summary(result, self.predictor.can_refine)
 
-    def _shown(self, result: session.ImageResult, threshold: float, mm_per_px: Any) -> tuple:
+    def _shown(self, result: session.ImageResult, threshold: float, mm_per_px: Any,
+               request: gr.Request | None = None) -> tuple:
         """(state, overlay, mask, measurements, downloads cleared until rewritten, corrections line)."""
-        return (result, *rethreshold(result, threshold, mm_per_px), self.describe(result))
+        return (result, *rethreshold(result, threshold, mm_per_px, request), self.describe(result))
 
     @staticmethod
     def _kept(message: str) -> tuple:
@@ -63,7 +64,7 @@ class CorrectionHandlers:
         return (*(gr.skip(),) * 5, _warn(message))
 
     def select(self, result: session.ImageResult | None, mode: str, brush_px: float, threshold: float,
-               mm_per_px: Any, evt: gr.SelectData) -> tuple:
+               mm_per_px: Any, evt: gr.SelectData, request: gr.Request = None) -> tuple:
         """A click on the overlay at ``evt.index`` = [x, y] (the shown image's pixels): a refiner
         click (modes add / remove) or a brush / eraser dab of ``brush_px`` shown-image pixels."""
         if result is None:
@@ -88,25 +89,28 @@ class CorrectionHandlers:
         except (RuntimeError, MemoryError) as e:
             log.exception("correction failed for %s", result.name)
             return self._kept(f"The correction could not be applied ({type(e).__name__}); the outline is kept.")
-        return self._shown(new, threshold, mm_per_px)
+        return self._shown(new, threshold, mm_per_px, request)
 
-    def undo(self, result: session.ImageResult | None, threshold: float, mm_per_px: Any) -> tuple:
+    def undo(self, result: session.ImageResult | None, threshold: float, mm_per_px: Any,
+             request: gr.Request = None) -> tuple:
         """The kept result without its last click or dab."""
         if result is None:
             return self._kept(NO_PHOTO)
         if not result.actions:
             return self._kept("Nothing to undo: the outline is the model's own.")
         try:
-            return self._shown(editing.undo(self.predictor, result, _slider(threshold)), threshold, mm_per_px)
+            return self._shown(editing.undo(self.predictor, result, _slider(threshold)), threshold, mm_per_px,
+                               request)
         except (ValueError, RuntimeError, MemoryError) as e:
             log.exception("undo failed for %s", result.name)
             return self._kept(f"Undo failed ({type(e).__name__}); the outline is kept. Clear starts again.")
 
-    def clear(self, result: session.ImageResult | None, threshold: float, mm_per_px: Any) -> tuple:
+    def clear(self, result: session.ImageResult | None, threshold: float, mm_per_px: Any,
+              request: gr.Request = None) -> tuple:
         """The kept result back to the model's own outline."""
         if result is None:
             return self._kept(NO_PHOTO)
-        return self._shown(editing.clear(result), threshold, mm_per_px)
+        return self._shown(editing.clear(result), threshold, mm_per_px, request)
 
     def save(self, result: session.ImageResult | None, threshold: float) -> str:
         """Save the corrected outline and the full-resolution photo as training data."""

@@ -28,6 +28,7 @@ from ..inference.predictor import Predictor
 from . import batch as batch_mod
 from . import session
 from .formatting import format_measurements
+from .redraws import REDRAWS
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class Handlers:
         self.work = work or default_work()
         self.presets = operating_points.presets(predictor.operating_points, predictor.threshold)
 
-    def segment(self, image_path: str | None, threshold: float, mm_per_px: float | None) -> Iterator[tuple]:
+    def segment(self, image_path: str | None, threshold: float, mm_per_px: float | None,
+                request: gr.Request = None) -> Iterator[tuple]:
         """New photo -> (state, overlay, mask, probability, uncertainty, measurements, status, downloads).
 
         A generator: the plain (one-view) result first, so the first outline never waits for the
@@ -111,6 +113,7 @@ class Handlers:
         as it is then (it may have moved meanwhile). One generator per photo, so a new photo waits
         for the previous one's views instead of racing them.
         """
+        REDRAWS.bump(request)
         empty = (None, None, None, None, None, "", "", None)
         if not image_path:
             yield empty
@@ -184,19 +187,22 @@ def _status(result: session.ImageResult) -> str:
     return f"**{result.name}** — {w}×{h} px" + (" · flip TTA" if result.has_tta else "")
 
 
-def redraw_tta(result: session.ImageResult | None, threshold: float, mm_per_px: float | None):
+def redraw_tta(result: session.ImageResult | None, threshold: float, mm_per_px: float | None,
+               request: gr.Request = None):
     """After :meth:`Handlers.segment`: the overlay, mask and measurements of a TTA result at the
     slider's current value; skips every output for a plain result (already drawn) or none."""
     if result is None or not result.has_tta:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return rethreshold(result, threshold, mm_per_px)
+    return rethreshold(result, threshold, mm_per_px, request)
 
 
-def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px: float | None):
+def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px: float | None,
+                request: gr.Request = None):
     """Kept result + threshold -> (overlay, mask, measurements, downloads cleared until rewritten).
 
-    Skips every output without a result.
+    Skips every output without a result. ``request``: its session's redraw is counted (redraws.py).
     """
+    REDRAWS.bump(request)
     if result is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     try:
@@ -207,16 +213,23 @@ def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px:
     return views["overlay"], views["mask"], format_measurements(meas), None
 
 
-def downloads(result: session.ImageResult | None, threshold: float, mm_per_px: float | None) -> list[str] | None:
+def downloads(result: session.ImageResult | None, threshold: float, mm_per_px: float | None,
+              request: gr.Request = None) -> Any:
     """Full-resolution mask PNG, overlay PNG and measurements JSON for the kept result, written
-    :data:`DOWNLOADS_SETTLE_S` after the call, once the screen views it follows have been drawn."""
+    :data:`DOWNLOADS_SETTLE_S` after the call, once the screen views it follows have been drawn.
+
+    Skipped (the links stay as the newer redraw left them) when the session redrew the views
+    since the call: that redraw's own downloads follow (redraws.py)."""
     if result is None:
         return None
+    seen = REDRAWS.count(request)
     time.sleep(DOWNLOADS_SETTLE_S)
+    if REDRAWS.count(request) != seen:
+        return gr.skip()
     try:
         meas = session.measurements(result, threshold, _mm(mm_per_px))
         paths = session.write_downloads(result, threshold, meas, default_work().new("single"))
     except (OSError, ValueError) as e:
         _warn(f"the result files could not be written ({type(e).__name__}: {e})")
         return None
-    return [str(p) for p in paths]
+    return [str(p) for p in paths] if REDRAWS.count(request) == seen else gr.skip()
