@@ -200,9 +200,8 @@ def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px:
                 request: gr.Request = None):
     """Kept result + threshold -> (overlay, mask, measurements, downloads cleared until rewritten).
 
-    Skips every output without a result. ``request``: its session's redraw is counted (redraws.py).
+    Skips every output without a result. ``request``: a redraw is counted for its session (redraws.py).
     """
-    REDRAWS.bump(request)
     if result is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     try:
@@ -210,6 +209,7 @@ def rethreshold(result: session.ImageResult | None, threshold: float, mm_per_px:
     except ValueError as e:
         _warn(str(e))
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    REDRAWS.bump(request)  # before the return: the cleared links reach the browser after any older write's files
     return views["overlay"], views["mask"], format_measurements(meas), None
 
 
