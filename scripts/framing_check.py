@@ -130,11 +130,14 @@ def saved_table(folder: Path, order: Sequence[str] = ()) -> str:
     names = [n for n in order if n in docs] + sorted(n for n in docs if n not in order)
     labels = [label for label, _, _ in FRAMINGS]
     out = []
-    for s, title in (("external", "external set"), ("test", "own test part")):
+    for s, title in (("external", "external set"), ("test", "own test part"), ("val", "own validation part")):
+        have = [n for n in names if s in docs[n]]  # files written before the validation part was scored lack it
+        if not have:
+            continue
         out += [f"{title} (Dice / recall / failures):", "",
                 "| model | threshold | " + " | ".join(labels) + " |",
                 "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
-        for n in names:
+        for n in have:
             cells = [" / ".join(f"{docs[n][s][label][c]:.3f}" for c in ("dice_mean", "recall_mean", "failure_rate"))
                      for label in labels]
             out.append(f"| {n} | {docs[n]['threshold']:.2f} | " + " | ".join(cells) + " |")
@@ -149,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="folder holding isic2017_train_256 and isic2018_extra_256c")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images of each set")
     ap.add_argument("--out", type=Path, default=OUT, help="where the JSON files go")
+    ap.add_argument("--wide-view", type=float, default=None, metavar="F",
+                    help="the wide view's zoom-out factor (default: each model's own; 0: off); the results "
+                         "are named <model>_wide<F> where it differs from the model's own")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error(f"--limit must be a positive number of images, got {args.limit}")
@@ -163,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(d) for d in (train, external) if not d.is_dir()]
     if missing:
         ap.error(f"data folder(s) not found: {', '.join(missing)} (pass --data)")
-    test_ids = (ROOT / "configs" / "isic2017_256" / "test_ids.txt").read_text().split()
-    sets = {"test": select_pairs(collect_pairs(train / "images", train / "masks", strict=False), test_ids),
-            "external": collect_pairs(external / "images", external / "masks")}
+    ids = {s: (ROOT / "configs" / "isic2017_256" / f"{s}_ids.txt").read_text().split() for s in ("test", "val")}
+    own = collect_pairs(train / "images", train / "masks", strict=False)
+    sets = {"test": select_pairs(own, ids["test"]), "external": collect_pairs(external / "images", external / "masks"),
+            "val": select_pairs(own, ids["val"])}
     sets = {k: v[:args.limit] for k, v in sets.items()}
     results = {}
     for path in args.models:
@@ -173,16 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "config.json").is_file():
             ap.error(f"{path}: no config.json (pass a weights folder or a training run folder)")
         shipped = path.resolve() == (ROOT / "weights").resolve()
-        name = SHIPPED if shipped else path.name
-        predictor = Predictor.from_weights(folder, device="cpu", fast=False)
+        predictor = Predictor.from_weights(folder, device="cpu", fast=False, wide_view=args.wide_view)
+        own = float(json.loads((folder / "config.json").read_text()).get("inference_wide_view", 0.0))
+        suffix = "" if predictor.wide_view == own else f"_wide{predictor.wide_view:g}"
+        stem = ("shipped" if shipped else path.name) + suffix
+        name = (SHIPPED if shipped else path.name) + suffix
         results[name] = {s: score_framings(predictor, pairs) for s, pairs in sets.items()}
         args.out.mkdir(parents=True, exist_ok=True)
         summary = {s: {label: {k: v for k, v in r.items() if k != "per_image"} for label, r in by.items()}
                    for s, by in results[name].items()}
         doc = {"model": name, "folder": str(folder), "model_sha256": file_sha256(folder / "model.safetensors"),
-               "threshold": predictor.threshold,
+               "threshold": predictor.threshold, "wide_view": predictor.wide_view,
                "framings": [list(f) for f in FRAMINGS], "images": {s: len(p) for s, p in sets.items()}, **summary}
-        atomic_write_text(args.out / f"{'shipped' if shipped else path.name}.json", json.dumps(doc, indent=1) + "\n")
+        atomic_write_text(args.out / f"{stem}.json", json.dumps(doc, indent=1) + "\n")
     print(table(results))
     return 0
 

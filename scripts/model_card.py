@@ -147,6 +147,19 @@ def cleanup_bullet(config: dict) -> str:
   raw masks). The operating points and the threshold are measured on the cleaned masks."""
 
 
+def wide_view_bullet(config: dict) -> str:
+    factor = config.get("inference_wide_view", 0)
+    if not factor:
+        return ""
+    return f"""
+- **Wide view**: where the outline touches the photo's border, the model looks a second time at the
+  photo shrunk {factor:g}x inside a margin of its own median colour, and the two probability maps are
+  combined by their maximum where the second outline still reaches the border (a lesion cut by
+  the frame rather than an outline leaking along a dark corner); `inference_wide_view` in
+  `config.json`, `--wide-view 0` turns it off. Photos whose outline stays inside the frame get
+  one model call as before."""
+
+
 def framing_lines(weights: Path) -> str:
     """The framing stress test's sentence as continuation lines of a Limitations bullet, or ""."""
     sentence = card_sentence(weights).strip()
@@ -163,7 +176,9 @@ def render(recipe: Path, weights: Path) -> str:
                                      ("held-out test, no int8 (--no-int8)", _read(recipe / "eval_test_no_int8.json")),
                                      ("held-out test, bf16 only (--no-int8)", _read(recipe / "eval_test_bf16.json")),
                                      ("held-out test, exact fp32 (--no-fast)", _read(recipe / "eval_test_fp32.json")),
-                                     ("held-out test, raw masks (--no-cleanup)", _read(recipe / "eval_test_raw.json"))]
+                                     ("held-out test, raw masks (--no-cleanup)", _read(recipe / "eval_test_raw.json")),
+                                     ("held-out test, plain view (--wide-view 0)", _read(recipe / "eval_test_plain.json")),
+                                     ("external, plain view (--wide-view 0)", _read(recipe / "eval_external_plain.json"))]
              if r}
     seed_dirs = [d for d in sorted((recipe / "other_seeds").glob("seed*")) if (d / "eval_test.json").is_file()]
     seeds = [(_read(d / "run_info.json") or {}, _read(d / "eval_test.json")) for d in seed_dirs]
@@ -219,7 +234,7 @@ own `train_cli.py`. It outlines the lesion in a dermoscopic photo; it does not d
         (f" (validation recall {chosen['recall']:.4f}, precision {chosen['precision']:.4f})" if chosen else "") +
         (f"\n  while the external validation set's recall at it stays >= {points_file['external_recall_target']} "
          f"(external recall {ext_at['recall']:.4f}, precision {ext_at['precision']:.4f})." if ext_at else ".") +
-        cleanup_bullet(config)]
+        cleanup_bullet(config) + wide_view_bullet(config)]
     parts.append(f"""
 ## Training data and split
 

@@ -46,12 +46,12 @@ def cpu_name() -> str:
 
 
 def evaluate(weights: Path, data_dir: str, ids: Path | None, out: Path, tta: bool, exact: bool = False,
-             raw: bool = False, int8: bool = True) -> None:
+             raw: bool = False, int8: bool = True, plain: bool = False) -> None:
     """``lesionseg evaluate`` of ``weights`` on ``data_dir`` (only ``ids``, or every pair when None)."""
     cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(weights), "--data-dir", data_dir,
            "--json", str(out)] + (["--ids", str(ids)] if ids else []) + (["--tta"] if tta else []) \
         + (["--no-fast"] if exact else []) \
-        + (["--no-cleanup"] if raw else []) + ([] if int8 else ["--no-int8"])
+        + (["--no-cleanup"] if raw else []) + ([] if int8 else ["--no-int8"]) + (["--wide-view", "0"] if plain else [])
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -131,6 +131,18 @@ def recipe_summary(cfg: dict) -> str:
             f"{augment}, {select}.")
 
 
+def evaluate_plain_view(weights: Path, recipe: Path, data_dir: str, external: str | None) -> None:
+    """Where the weights take a wide view (lesionseg/inference/wide_view.py): the test part and the
+    external set without it too (eval_test_plain.json, eval_external_plain.json); else no such files."""
+    names = [("eval_test_plain.json", data_dir, recipe / "test_ids.txt")] + \
+        ([("eval_external_plain.json", external, None)] if external else [])
+    wide = json.loads((weights / "config.json").read_text()).get("inference_wide_view", 0)
+    for name, folder, ids in names:
+        (recipe / name).unlink(missing_ok=True)
+        if wide:
+            evaluate(weights, folder, ids, recipe / name, tta=False, plain=True)
+
+
 def render_card(recipe: Path, weights: Path) -> None:
     """weights/README.md from the recipe folder's committed outputs (scripts/model_card.py)."""
     subprocess.run([sys.executable, str(ROOT / "scripts" / "model_card.py"), "--recipe", str(recipe.relative_to(ROOT)),
@@ -194,6 +206,7 @@ def main() -> int:
     if external:  # the external validation folder, all of it, on the default path and with flip TTA
         evaluate(weights, external, None, recipe / "eval_external.json", tta=False)
         evaluate(weights, external, None, recipe / "eval_external_tta.json", tta=True)
+    evaluate_plain_view(weights, recipe, data_dir, external)
 
     n_params = DSAttentionUNet(**json.loads((weights / "config.json").read_text())).num_parameters()
     secs = sum(h["seconds"] for h in history)

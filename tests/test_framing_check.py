@@ -79,7 +79,8 @@ def test_scores_as_given_are_lesionseg_evaluates_and_the_json_is_written(tmp_pat
 
     assert main([str(ROOT / "weights"), "--limit", "2", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "shipped.json").read_text())
-    assert doc["images"] == {"test": 2, "external": 2} and doc["threshold"] == predictor.threshold
+    assert doc["images"] == {"test": 2, "external": 2, "val": 2} and doc["threshold"] == predictor.threshold
+    assert doc["wide_view"] == predictor.wide_view
     assert 0.0 <= doc["external"]["centre 2x"]["recall_mean"] <= 1.0
     assert "| shipped (weights/) | edge 1.5x |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -88,7 +89,13 @@ def test_scores_as_given_are_lesionseg_evaluates_and_the_json_is_written(tmp_pat
     assert main(["--table", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     cell = " / ".join(f"{doc['external']['centre 2x'][c]:.3f}" for c in ("dice_mean", "recall_mean", "failure_rate"))
-    assert "external set" in printed and "own test part" in printed and cell in printed
+    assert "external set" in printed and "own test part" in printed and "own validation part" in printed
+    assert cell in printed
+    # another zoom-out factor than the weights' own is named as such, beside the model's own results
+    assert main([str(ROOT / "weights"), "--limit", "1", "--wide-view", "1.5", "--out", str(tmp_path)]) == 0
+    wide = json.loads((tmp_path / "shipped_wide1.5.json").read_text())
+    assert wide["wide_view"] == 1.5 and wide["model"] == "shipped (weights/)_wide1.5"
+    assert json.loads((tmp_path / "shipped.json").read_text())["wide_view"] == 0.0
 
 
 def test_the_card_sentence_is_only_for_the_weights_it_was_measured_on(tmp_path: Path) -> None:

@@ -38,9 +38,10 @@ def threshold_arg(text: str) -> float:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--weights (aliases --model_path / --model-path), --revision, --device, --use_gpu, --tta,
-    --threshold, --img_size, --allow-pickle, --no-fast, --no-int8, --no-cleanup, --max-pixels, --backend."""
+    --threshold, --img_size, --allow-pickle, --no-fast, --no-int8, --no-cleanup, --wide-view, --max-pixels, --backend."""
     from ..data.io import BUILTIN_MAX_PIXELS, MAX_PIXELS_ENV
     from ..inference.weights import default_weights_source
+    from ..inference.wide_view import wide_view_arg
 
     p.add_argument("--weights", "--model_path", "--model-path", dest="weights", default=None, metavar="W",
                    help=f"weights folder (config.json + model.safetensors) or Hub repo id "
@@ -65,6 +66,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cleanup", dest="cleanup", action="store_false",
                    help="raw masks: keep holes and small separate regions (by default the model's clean-up "
                         "fills holes and drops regions under 10%% of the largest)")
+    p.add_argument("--wide-view", dest="wide_view", type=wide_view_arg, default=None, metavar="F",
+                   help="zoom-out factor of the second, wide view of photos whose outline touches the border "
+                        "(default: the weights' own, inference_wide_view in config.json; 0 turns it off)")
     p.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=positive_int, default=None, metavar="N",
                    help=f"refuse images of more than N pixels before decoding them (default: ${MAX_PIXELS_ENV}, "
                         f"else {BUILTIN_MAX_PIXELS:_})")
@@ -114,7 +118,7 @@ def load_predictor(args: argparse.Namespace):
     pred = Predictor.from_weights(args.weights, revision=args.revision, device=cli_device(args), tta=args.tta,
                                   allow_pickle=args.allow_pickle, fast=args.fast,
                                   backend=getattr(args, "backend", "torch"), cleanup=getattr(args, "cleanup", True),
-                                  int8=getattr(args, "int8", True))
+                                  int8=getattr(args, "int8", True), wide_view=getattr(args, "wide_view", None))
     if args.img_size is not None and args.img_size != pred.img_size:
         log.warning("--img_size %d ignored: the model was trained at %d px and is run at that size",
                     args.img_size, pred.img_size)

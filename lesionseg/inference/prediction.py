@@ -20,6 +20,7 @@ from ..measurements import ANALYSIS_MAX_SIDE, measure
 from ..postprocess import NO_CLEANUP, MaskCleanup
 from ..utils.sizes import fit_size
 from .edits import Stroke, check_strokes, paint
+from .wide_view import combine
 
 
 def check_threshold(t: float) -> float:
@@ -67,7 +68,9 @@ class Prediction:
     """One image's result.
 
     lowres: (S, S) float32 probabilities at the model's resolution, where the clean-up judges
-    regions; size: (H, W) of the photo as displayed (EXIF applied); lowres_uncertainty: (S, S)
+    regions: the plain view's (``lowres_plain``), or where the wide view was taken
+    (``lowres_wide``, see wide_view.py) their pixel-wise combination; size: (H, W) of the photo
+    as displayed (EXIF applied); lowres_uncertainty: (S, S)
     max - min over the flip-TTA views (None without TTA); edits: brush / eraser dabs in (H, W)
     pixel coordinates, painted in order over the mask (see :meth:`with_edits`).
 
@@ -78,8 +81,10 @@ class Prediction:
 
     def __init__(self, lowres: np.ndarray, size: tuple[int, int], threshold: float,
                  cleanup: MaskCleanup = NO_CLEANUP, lowres_uncertainty: np.ndarray | None = None,
-                 edits: tuple[Stroke, ...] = ()):
-        self.lowres = lowres
+                 edits: tuple[Stroke, ...] = (), lowres_wide: np.ndarray | None = None):
+        self.lowres_plain = lowres
+        self.lowres_wide = lowres_wide
+        self.lowres = combine(lowres, lowres_wide)
         self.size = (int(size[0]), int(size[1]))
         self.threshold = check_threshold(threshold)
         self.cleanup = cleanup
@@ -150,7 +155,8 @@ class Prediction:
 
     def _derived(self, t: float, edits: tuple[Stroke, ...]) -> "Prediction":
         # the probability maps do not depend on the threshold or the edits: share them
-        other = Prediction(self.lowres, self.size, t, self.cleanup, self.lowres_uncertainty, edits)
+        other = Prediction(self.lowres_plain, self.size, t, self.cleanup, self.lowres_uncertainty, edits,
+                           self.lowres_wide)
         other._prob, other._uncertainty = self._prob, self._uncertainty
         return other
 

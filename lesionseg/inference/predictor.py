@@ -29,6 +29,7 @@ from .cpu.qdq import CALIBRATION_NAME
 from .prediction import Prediction, check_threshold, resize_prob, sigmoid
 from .runners import make_runner
 from .weights import hub_extras_folder, load_model, load_refiner, local_weights_folder
+from .wide_view import check_wide_view, keeps_wide_view, narrow, needs_wide_view, widen
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class Predictor:
 
     def __init__(self, model: DSAttentionUNet, device: str | torch.device = "cpu", tta: bool = False,
                  fast: bool = True, batch_size: int = 8, backend: str = "torch", onnx_folder: str | None = None,
-                 cleanup: bool = True, int8: bool = True, refiner: DSAttentionUNet | None = None):
+                 cleanup: bool = True, int8: bool = True, refiner: DSAttentionUNet | None = None,
+                 wide_view: float | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tta = bool(tta)
@@ -89,6 +91,9 @@ class Predictor:
         self.threshold: float = float(model.inference_threshold)
         self.operating_points: list[dict] = list(model.inference_operating_points)
         self.cleanup: MaskCleanup = cleanup_of(model) if cleanup else NO_CLEANUP
+        # zoom-out factor of the wide view (wide_view.py): the weights' own unless given; 0: plain view only
+        self.wide_view: float = check_wide_view(getattr(model, "inference_wide_view", 0.0)
+                                                if wide_view is None else wide_view)
         self.img_size: int = int(model.inference_img_size)
         self.mean: list[float] = list(model.preprocess_mean)
         self.std: list[float] = list(model.preprocess_std)
@@ -109,7 +114,7 @@ class Predictor:
     def from_weights(cls, source: str | Path | None = None, revision: str | None = None,
                      device: str | torch.device = "auto", tta: bool = False, allow_pickle: bool = False,
                      fast: bool = True, backend: str = "torch", cleanup: bool = True,
-                     int8: bool = True) -> "Predictor":
+                     int8: bool = True, wide_view: float | None = None) -> "Predictor":
         """Load weights (see :func:`load_model`) and wrap them; raises WeightsError on bad weights.
 
         ``backend="onnx"`` and the CPU fast paths use ``model.onnx`` beside local weights when it was
@@ -123,7 +128,7 @@ class Predictor:
         refiner = load_refiner(source, revision=revision, device=dev)
         pred = cls(model, device=dev, tta=tta, fast=fast, backend=backend,
                    onnx_folder=str(folder) if folder is not None else None, cleanup=cleanup, int8=int8,
-                   refiner=refiner)
+                   refiner=refiner, wide_view=wide_view)
         pred.source = str(source) if source is not None else None
         return pred
 
@@ -158,15 +163,33 @@ class Predictor:
         self.calls += 1
         return sigmoid(logits.detach().float().cpu().numpy()[:, 0])
 
-    def _probs(self, batch: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, 3, S, S) float32 -> probs (B, S, S) and, with TTA, uncertainty (B, S, S)."""
+    def _probs(self, batch: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(B, 3, S, S) float32 -> probs (B, S, S), the un-flipped view's probs (B, S, S) and, with
+        TTA, uncertainty (B, S, S)."""
         if not tta:
-            return self._forward(torch.from_numpy(batch)), None
+            probs = self._forward(torch.from_numpy(batch))
+            return probs, probs, None
         n = batch.shape[0]
         out = self._forward(torch.from_numpy(np.concatenate([_flip(batch, d) for d in TTA_FLIPS])))
         # flip every view back; flipping (H, W) of (B, S, S) uses the same negative axes
         stack = np.stack([_flip(out[i * n:(i + 1) * n], d) for i, d in enumerate(TTA_FLIPS)])
-        return stack.mean(0), stack.max(0) - stack.min(0)
+        return stack.mean(0), stack[0], stack.max(0) - stack.min(0)
+
+    def _wide_views(self, images: Sequence[np.ndarray], plain: np.ndarray, t: float) -> list[np.ndarray | None]:
+        """The wide view's (S, S) probabilities of each resized image (S, S, 3) uint8 whose plain
+        un-flipped outline ``plain`` (B, S, S) cut at ``t`` touches the border enough, kept where
+        its own outline does too (wide_view.py); None for the others and where the weights have
+        no wide view. One batched model call for those that need it."""
+        out: list[np.ndarray | None] = [None] * len(images)
+        if not self.wide_view:
+            return out
+        todo = [j for j in range(len(images)) if needs_wide_view(plain[j], t)]
+        if todo:
+            x = np.stack([normalize(widen(images[j], self.wide_view), self.mean, self.std) for j in todo])
+            for j, prob in zip(todo, self._forward(torch.from_numpy(x))):
+                wide = narrow(prob, self.wide_view)
+                out[j] = wide if keeps_wide_view(wide, t) else None
+        return out
 
     def _chunks(self, n: int, tta: bool) -> Iterator[slice]:
         step = max(1, self.batch_size // (len(TTA_FLIPS) if tta else 1))
@@ -189,10 +212,12 @@ class Predictor:
         targets = [tuple(int(v) for v in s) for s in sizes] if sizes is not None else [im.shape[:2] for im in images]
         out: list[Prediction] = []
         for sl in self._chunks(len(images), use_tta):
-            batch = np.stack([normalize(resize_rgb(im, self.img_size), self.mean, self.std) for im in images[sl]])
-            probs, uncs = self._probs(batch, use_tta)
+            small = [resize_rgb(im, self.img_size) for im in images[sl]]
+            probs, unflipped, uncs = self._probs(np.stack([normalize(im, self.mean, self.std) for im in small]), use_tta)
+            wides = self._wide_views(small, unflipped, t)
             for j, size in enumerate(targets[sl]):
-                out.append(Prediction(probs[j], size, t, self.cleanup, uncs[j] if uncs is not None else None))
+                out.append(Prediction(probs[j], size, t, self.cleanup, uncs[j] if uncs is not None else None,
+                                      lowres_wide=wides[j]))
         return out
 
     def add_tta(self, rgb: np.ndarray, plain: Prediction) -> Prediction:
@@ -209,9 +234,11 @@ class Predictor:
         x = normalize(resize_rgb(as_rgb_uint8(rgb), self.img_size), self.mean, self.std)[None]
         flips = TTA_FLIPS[1:]
         out = self._forward(torch.from_numpy(np.concatenate([_flip(x, d) for d in flips])))  # (3, S, S)
-        stack = np.stack([np.asarray(plain.lowres, dtype=np.float32)] + [_flip(out[i], d) for i, d in enumerate(flips)])
+        stack = np.stack([np.asarray(plain.lowres_plain, dtype=np.float32)] +
+                         [_flip(out[i], d) for i, d in enumerate(flips)])
         prob, unc = stack.mean(0), stack.max(0) - stack.min(0)
-        return Prediction(prob, plain.size, plain.threshold, plain.cleanup, unc)
+        # the wide view depends on the photo only, and was taken (or not) on the same un-flipped view
+        return Prediction(prob, plain.size, plain.threshold, plain.cleanup, unc, lowres_wide=plain.lowres_wide)
 
     def predict(self, rgb: np.ndarray, threshold: float | None = None, tta: bool | None = None) -> Prediction:
         """One image (H, W, 3) uint8 -> :class:`Prediction` at (H, W)."""

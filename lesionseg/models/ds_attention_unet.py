@@ -126,6 +126,9 @@ class DSAttentionUNet(
         inference_operating_points: list of ``{"threshold", "recall", "precision"}`` on validation.
         inference_fill_holes, inference_min_region_fraction: mask clean-up applied by the Predictor
             (fill enclosed holes; drop regions smaller than this fraction of the largest region).
+        inference_wide_view: zoom-out factor of the Predictor's second, wide view of photos whose
+            outline touches the border (lesionseg/inference/wide_view.py); 0 (the default, and
+            folders saved before it existed): the plain view only.
         preprocess_mean, preprocess_std: per-channel normalisation of [0, 1] RGB input.
         click_conditioned: the click refiner: input channels are the normalised RGB, the previous
             probability map and disks of ``click_radius`` pixels (at ``inference_img_size``) at the
@@ -154,6 +157,7 @@ class DSAttentionUNet(
         inference_operating_points: list[dict[str, float]] | None = None,
         inference_fill_holes: bool = True,
         inference_min_region_fraction: float = 0.1,
+        inference_wide_view: float = 0.0,
         preprocess_mean: Sequence[float] = (0.485, 0.456, 0.406),
         preprocess_std: Sequence[float] = (0.229, 0.224, 0.225),
         click_conditioned: bool = False,
@@ -197,6 +201,8 @@ class DSAttentionUNet(
             raise ValueError(f"inference_threshold must lie in (0, 1), got {inference_threshold}")
         if not 0.0 <= inference_min_region_fraction <= 1.0:
             raise ValueError(f"inference_min_region_fraction must lie in [0, 1], got {inference_min_region_fraction}")
+        if not (inference_wide_view == 0 or 1.0 < inference_wide_view <= 4.0):
+            raise ValueError(f"inference_wide_view must be 0 (off) or a zoom-out factor in (1, 4], got {inference_wide_view}")
         self.encoder_channels = list(encoder_channels)
         self.decoder_channels = list(decoder_channels)
         self.deep_supervision = deep_supervision
@@ -205,6 +211,7 @@ class DSAttentionUNet(
         self.inference_operating_points = list(inference_operating_points or [])
         self.inference_fill_holes = bool(inference_fill_holes)
         self.inference_min_region_fraction = float(inference_min_region_fraction)
+        self.inference_wide_view = float(inference_wide_view)
         self.preprocess_mean = [float(v) for v in preprocess_mean]
         self.preprocess_std = [float(v) for v in preprocess_std]
         self.full_resolution_stage = bool(full_resolution_stage)

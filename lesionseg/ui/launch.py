@@ -14,6 +14,7 @@ from typing import NoReturn, Sequence
 
 from ..data.io import is_image_file
 from ..inference.weights import WEIGHTS_ENV
+from ..inference.wide_view import wide_view_arg
 from ..utils.argtypes import positive_int
 
 AUTH_ENV = "LESIONSEG_AUTH"
@@ -39,6 +40,7 @@ class LaunchConfig:
     examples: list[str] = field(default_factory=list)
     examples_dir: str | None = None
     tta: bool = False
+    wide_view: float | None = None
     allow_pickle: bool = False
     threads: int | None = None
     corrections_dir: str | None = None
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(4 forward passes per photo; adds the uncertainty map)")
     m.add_argument("--no-tta", dest="tta", action="store_false",
                    help="plain prediction (the default; kept for older command lines)")
+    m.add_argument("--wide-view", type=wide_view_arg, default=None, metavar="F",
+                   help="a second, zoomed-out look at photos whose outline touches the border, as lesionseg "
+                        "--wide-view (default: the weights' own setting; 0 turns it off)")
     m.add_argument("--allow-pickle", action="store_true",
                    help="also load .pth checkpoints (weights only; only files you trust)")
     m.add_argument("--threads", type=positive_int, default=None,
@@ -154,7 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
                         device=ns.device, host=ns.host, port=ns.port, share=ns.share, auth=auth or None,
                         max_queue=ns.max_queue, concurrency=ns.concurrency, max_upload_mb=ns.max_upload_mb,
                         examples=examples, examples_dir=str(Path(ns.examples).expanduser().resolve())
-                        if ns.examples else None, tta=ns.tta, allow_pickle=ns.allow_pickle, threads=ns.threads,
+                        if ns.examples else None, tta=ns.tta, wide_view=ns.wide_view, allow_pickle=ns.allow_pickle, threads=ns.threads,
                         corrections_dir=corrections)
 
 
@@ -174,7 +179,8 @@ def load_predictor_or_exit(config: LaunchConfig):
         torch.set_num_threads(config.threads)
     try:
         predictor = Predictor.from_weights(config.weights, revision=config.revision, device=config.device,
-                                           tta=config.tta, allow_pickle=config.allow_pickle)
+                                           tta=config.tta, allow_pickle=config.allow_pickle,
+                                           wide_view=config.wide_view)
     except (WeightsError, ValueError, OSError) as e:
         fail(str(e))
     predictor.warm_up()  # the first photo should not wait for the fast path's trace
