@@ -3,12 +3,15 @@
 
     python scripts/ablation.py record outputs/gen/mbv2_robust_seed42 [RUN ...] [--note "retrained alone on ..."]
     python scripts/ablation.py table            # rewrites the table in docs/generalization.md
+    python scripts/ablation.py view mbv2_nofull_robust_e12_seed43 weights --wide-view 1.5
 
 ``record`` evaluates each run's best model (its own tuned threshold, the default inference path)
 with ``lesionseg evaluate`` on the held-out test IDs of the committed split and on the run's
 external validation folder, into ``configs/generalization/<run>/eval_test.json`` and
 ``eval_external.json``, with ``run_info.json`` (encoder, augmentation, epochs, seed, threshold).
-``table`` renders those, beside the models already in ``BASELINES``, between the markers of
+``view`` evaluates the weights of a recorded run the same way with another inference setting
+(``--wide-view F``) into ``configs/generalization/<record>_wide<F>/``, with the record's
+``run_info.json`` and a note. ``table`` renders those, beside the models already in ``BASELINES``, between the markers of
 docs/generalization.md. Every number in the table comes from these files.
 """
 from __future__ import annotations
@@ -60,6 +63,21 @@ def record(run: Path, note: str = "") -> None:
     print(f"recorded {run.name} -> {out.relative_to(ROOT)}")
 
 
+def record_view(name: str, weights: Path, wide_view: float) -> None:
+    """The recorded run ``name`` (whose best model is ``weights``) evaluated with the wide view."""
+    source = OUT / name
+    info = json.loads((source / "run_info.json").read_text())
+    out = OUT / f"{name}_wide{wide_view:g}"
+    out.mkdir(parents=True, exist_ok=True)
+    evaluate(weights, "../shared/data/isic2017_train_256", SPLIT_IDS, out / "eval_test.json", tta=False,
+             wide_view=wide_view)
+    evaluate(weights, EXTERNAL, None, out / "eval_external.json", tta=False, wide_view=wide_view)
+    note = f"with the wide view at inference (--wide-view {wide_view:g})"
+    info.update(run=out.name, note=f"{info['note']}, {note}" if info.get("note") else note)
+    (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"recorded {name} with the wide view -> {out.relative_to(ROOT)}")
+
+
 def _row(label: str, test: dict, ext: dict) -> str:
     cells = [f"{test[k]:.4f} / {ext[k]:.4f}" for _, k in COLUMNS]
     return f"| {label} | {test['threshold']:.2f} | " + " | ".join(cells) + " |"
@@ -100,11 +118,20 @@ def main() -> int:
     r = sub.add_parser("record")
     r.add_argument("runs", type=Path, nargs="+")
     r.add_argument("--note", default="", help="appended to the runs' table label, e.g. where they trained")
+    v = sub.add_parser("view", help="a recorded run's weights with the wide view")
+    v.add_argument("record", help="a folder name under configs/generalization/ with run_info.json")
+    v.add_argument("weights", type=Path, help="that run's best model (a weights folder)")
+    v.add_argument("--wide-view", type=float, required=True, metavar="F")
     sub.add_parser("table")
     args = p.parse_args()
     if args.cmd == "record":
         for run in args.runs:
             record(run.resolve(), args.note)
+        return 0
+    if args.cmd == "view":
+        if not (OUT / args.record / "run_info.json").is_file():
+            p.error(f"{OUT / args.record}: no run_info.json (record the run first)")
+        record_view(args.record, args.weights.resolve(), args.wide_view)
         return 0
     text = DOC.read_text()
     if BEGIN not in text or END not in text:

@@ -46,12 +46,12 @@ def cpu_name() -> str:
 
 
 def evaluate(weights: Path, data_dir: str, ids: Path | None, out: Path, tta: bool, exact: bool = False,
-             raw: bool = False, int8: bool = True, plain: bool = False) -> None:
+             raw: bool = False, int8: bool = True, wide_view: float | None = None) -> None:
     """``lesionseg evaluate`` of ``weights`` on ``data_dir`` (only ``ids``, or every pair when None)."""
     cmd = [sys.executable, "-m", "lesionseg", "evaluate", "--weights", str(weights), "--data-dir", data_dir,
            "--json", str(out)] + (["--ids", str(ids)] if ids else []) + (["--tta"] if tta else []) \
         + (["--no-fast"] if exact else []) \
-        + (["--no-cleanup"] if raw else []) + ([] if int8 else ["--no-int8"]) + (["--wide-view", "0"] if plain else [])
+        + (["--no-cleanup"] if raw else []) + ([] if int8 else ["--no-int8"]) + (["--wide-view", f"{wide_view:g}"] if wide_view is not None else [])
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -140,7 +140,7 @@ def evaluate_plain_view(weights: Path, recipe: Path, data_dir: str, external: st
     for name, folder, ids in names:
         (recipe / name).unlink(missing_ok=True)
         if wide:
-            evaluate(weights, folder, ids, recipe / name, tta=False, plain=True)
+            evaluate(weights, folder, ids, recipe / name, tta=False, wide_view=0)
 
 
 def render_card(recipe: Path, weights: Path) -> None:
