@@ -8,7 +8,7 @@
    model call, and the share where the wide view is kept.
 2. What it costs: two 1024x768 photos (ISIC images upscaled): the external image with the largest
    border contact that keeps the wide view, and one whose outline stays inside the frame.
-   ``Predictor.predict(rgb).mask`` on the default path with the weights' wide view and with
+   ``Predictor.predict(rgb).mask`` on the default path with the wide view at ``--factor`` and with
    ``wide_view=0``, round-robin in one process; medians and the median of the paired ratios.
 Writes benchmarks/results_wide_view.md (results_wide_view_avx2.md without native bf16) and a .json twin.
 """
@@ -80,7 +80,7 @@ def measure(settings: Settings, factor: float) -> dict[str, Any]:
         rows.append({"photo": label, "image": image_id, "border_fraction": frac, "wide_view_kept": took,
                      "plain_ms": timed["plain"]["median_ms"], "wide_ms": timed["wide"]["median_ms"],
                      "ratio": 1.0 / timed["wide"]["paired_speedup"]})
-    return {"machine": machine_info(settings), "weights": str(weights), "factor": wide.wide_view,
+    return {"machine": machine_info(settings), "weights": os.path.relpath(weights, ROOT), "factor": wide.wide_view,
             "runner": wide.runner.name, "how_often": often, "rows": rows}
 
 
@@ -90,14 +90,14 @@ def render(res: dict[str, Any]) -> str:
              f"Run {m['date']}: `{m['isa_caps'] + ' ' if m['isa_caps'] != 'none' else ''}"
              f"python -m benchmarks.wide_view`. Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; "
              f"CPU capability: {m['capability']}; {m['other_load']}; torch {m['torch']}. Weights `{res['weights']}` "
-             f"(zoom-out factor {res['factor']:g}), default path: {res['runner']}.", "",
+             f"with the wide view at zoom-out factor {res['factor']:g} (`--factor`), default path: {res['runner']}.", "",
              "How often the second model call is made (images as `lesionseg evaluate` sees them):", "",
              "| set | images | second call | wide view kept |", "| --- | --- | --- | --- |"]
     for name, r in res["how_often"].items():
         lines.append(f"| {name} | {r['images']} | {r['second_call']} ({r['second_call'] / r['images']:.0%}) | "
                      f"{r['kept']} ({r['kept'] / r['images']:.0%}) |")
     lines += ["", "What it costs: a 1024x768 photo (the image upscaled), `Predictor.predict(rgb).mask` with the "
-              "weights' wide view and with `wide_view=0`, round-robin; medians, and the median of the paired "
+              "wide view and with `wide_view=0`, round-robin; medians, and the median of the paired "
               "ratios (wide / plain).", "",
               "| photo | image | border covered by the plain outline | wide view kept | plain (ms) | wide (ms) | "
               "wide / plain |", "| --- | --- | --- | --- | --- | --- | --- |"]
