@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 # the plain outline must cover more than this fraction of the photo's border pixels for the wide
-# view to be taken, and the wide view's outline more than the second for it to be kept; chosen on
-# the validation part and the external set (docs/generalization.md)
+# view to be taken, and the wide view's outline more than the second for it to be kept; chosen
+# for the shipped weights on the framing stress test (docs/generalization.md, "The wide view")
 MIN_BORDER_FRACTION = 0.05
 MIN_WIDE_BORDER_FRACTION = 0.3
 
