@@ -68,9 +68,9 @@ def measure(settings: Settings, factor: float) -> dict[str, Any]:
     often = how_often(wide, {"external set": external, "own test part": test})
     # the photos: the external image that keeps the wide view with the most border contact, and one inside the frame
     scored = [(border_fraction(plain.predict(rgb).lowres >= plain.threshold), i, rgb) for i, rgb in external]
-    touching = [s for s in sorted(scored, key=lambda s: -s[0]) if wide.predict(s[2]).lowres_wide is not None]
-    inside = [s for s in scored if s[0] == 0.0]
-    photos = {"outline touches the border": touching[0], "outline inside the frame": inside[0]}
+    touching = next(s for s in sorted(scored, key=lambda s: -s[0]) if wide.predict(s[2]).lowres_wide is not None)
+    inside = next(s for s in scored if s[0] == 0.0)
+    photos = {"outline touches the border": touching, "outline inside the frame": inside}
     rows = []
     for label, (frac, image_id, rgb) in photos.items():
         big = cv2.resize(rgb, (1024, 768), interpolation=cv2.INTER_CUBIC)

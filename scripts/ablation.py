@@ -30,6 +30,7 @@ OUT = ROOT / "configs" / "generalization"
 DOC = ROOT / "docs" / "generalization.md"
 SPLIT_IDS = ROOT / "configs" / "isic2017_256" / "test_ids.txt"
 EXTERNAL = "../shared/data/isic2018_extra_256c"
+OWN_DATA = "../shared/data/isic2017_train_256"  # the split's folder, for runs recorded without their config
 # recipe folders of models recorded elsewhere: (label, folder holding eval_test.json + eval_external.json)
 BASELINES = [("shipped before the ImageNet encoder: unet, standard, 39 epochs (GPU), seed 42",
               ROOT / "configs" / "isic2017_256" / "previous" / "unet_gpu_e39_seed42")]
@@ -63,13 +64,21 @@ def record(run: Path, note: str = "") -> None:
     print(f"recorded {run.name} -> {out.relative_to(ROOT)}")
 
 
+def _wide_view(text: str) -> float:
+    """argparse type of ``--wide-view`` (lesionseg's own check, imported only when the option is given)."""
+    sys.path.insert(0, str(ROOT))
+    from lesionseg.inference.wide_view import wide_view_arg
+
+    return wide_view_arg(text)
+
+
 def record_view(name: str, weights: Path, wide_view: float) -> None:
     """The recorded run ``name`` (whose best model is ``weights``) evaluated with the wide view."""
     source = OUT / name
     info = json.loads((source / "run_info.json").read_text())
     out = OUT / f"{name}_wide{wide_view:g}"
     out.mkdir(parents=True, exist_ok=True)
-    evaluate(weights, "../shared/data/isic2017_train_256", SPLIT_IDS, out / "eval_test.json", tta=False,
+    evaluate(weights, OWN_DATA, SPLIT_IDS, out / "eval_test.json", tta=False,
              wide_view=wide_view)
     evaluate(weights, EXTERNAL, None, out / "eval_external.json", tta=False, wide_view=wide_view)
     note = f"with the wide view at inference (--wide-view {wide_view:g})"
@@ -121,7 +130,7 @@ def main() -> int:
     v = sub.add_parser("view", help="a recorded run's weights with the wide view")
     v.add_argument("record", help="a folder name under configs/generalization/ with run_info.json")
     v.add_argument("weights", type=Path, help="that run's best model (a weights folder)")
-    v.add_argument("--wide-view", type=float, required=True, metavar="F")
+    v.add_argument("--wide-view", type=_wide_view, required=True, metavar="F")
     sub.add_parser("table")
     args = p.parse_args()
     if args.cmd == "record":

@@ -38,6 +38,7 @@ from lesionseg.data.io import load_image, load_mask  # noqa: E402
 from lesionseg.data.pairing import Pair, collect_pairs  # noqa: E402
 from lesionseg.evaluation import MetricAccumulator, select_pairs  # noqa: E402
 from lesionseg.inference.predictor import Predictor  # noqa: E402
+from lesionseg.inference.wide_view import wide_view_arg  # noqa: E402
 from lesionseg.utils.atomic import atomic_write_text  # noqa: E402
 
 OUT = ROOT / "configs" / "generalization" / "framing"
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="folder holding isic2017_train_256 and isic2018_extra_256c")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images of each set")
     ap.add_argument("--out", type=Path, default=OUT, help="where the JSON files go")
-    ap.add_argument("--wide-view", type=float, default=None, metavar="F",
+    ap.add_argument("--wide-view", type=wide_view_arg, default=None, metavar="F",
                     help="the wide view's zoom-out factor (default: each model's own; 0: off); the results "
                          "are named <model>_wide<F> where it differs from the model's own")
     args = ap.parse_args(argv)
@@ -181,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{path}: no config.json (pass a weights folder or a training run folder)")
         shipped = path.resolve() == (ROOT / "weights").resolve()
         predictor = Predictor.from_weights(folder, device="cpu", fast=False, wide_view=args.wide_view)
-        own = float(json.loads((folder / "config.json").read_text()).get("inference_wide_view", 0.0))
-        suffix = "" if predictor.wide_view == own else f"_wide{predictor.wide_view:g}"
+        own_factor = float(json.loads((folder / "config.json").read_text()).get("inference_wide_view", 0.0))
+        suffix = "" if predictor.wide_view == own_factor else f"_wide{predictor.wide_view:g}"
         stem = ("shipped" if shipped else path.name) + suffix
         name = (SHIPPED if shipped else path.name) + suffix
         results[name] = {s: score_framings(predictor, pairs) for s, pairs in sets.items()}

@@ -22,6 +22,8 @@ import argparse
 import cv2
 import numpy as np
 
+from ..models.ds_attention_unet import check_wide_view
+
 # the plain outline must cover more than this fraction of the photo's border pixels for the wide
 # view to be taken, and the wide view's outline more than the second for it to be kept; chosen
 # for the shipped weights on the framing stress test (docs/generalization.md, "The wide view")
@@ -29,20 +31,13 @@ MIN_BORDER_FRACTION = 0.05
 MIN_WIDE_BORDER_FRACTION = 0.3
 
 
-def check_wide_view(factor: float) -> float:
-    """``factor`` as a float: 0 (off) or a zoom-out factor in (1, 4]; ValueError otherwise."""
-    f = float(factor)
-    if not (f == 0.0 or 1.0 < f <= 4.0):
-        raise ValueError(f"the wide view's zoom-out factor must be 0 (off) or in (1, 4], got {factor}")
-    return f
-
-
 def wide_view_arg(text: str) -> float:
     """argparse type of ``--wide-view`` (the command line and the app's launcher)."""
     try:
         return check_wide_view(float(text))
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e) if "factor" in str(e) else f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(str(e).removeprefix("inference_wide_view: ") if "factor" in str(e)
+                                         else f"{text!r} is not a number") from None
 
 
 def border_fraction(mask: np.ndarray) -> float:

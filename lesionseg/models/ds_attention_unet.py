@@ -90,6 +90,15 @@ class Decoder(nn.Module):
         return outs
 
 
+
+def check_wide_view(factor: float) -> float:
+    """``inference_wide_view`` as a float: 0 (off) or a zoom-out factor in (1, 4]; ValueError otherwise."""
+    f = float(factor)
+    if not (f == 0.0 or 1.0 < f <= 4.0):
+        raise ValueError(f"inference_wide_view: the wide view's zoom-out factor must be 0 (off) or in (1, 4], "
+                         f"got {factor}")
+    return f
+
 class DSAttentionUNet(
     nn.Module,
     PyTorchModelHubMixin,
@@ -201,8 +210,7 @@ class DSAttentionUNet(
             raise ValueError(f"inference_threshold must lie in (0, 1), got {inference_threshold}")
         if not 0.0 <= inference_min_region_fraction <= 1.0:
             raise ValueError(f"inference_min_region_fraction must lie in [0, 1], got {inference_min_region_fraction}")
-        if not (inference_wide_view == 0 or 1.0 < inference_wide_view <= 4.0):
-            raise ValueError(f"inference_wide_view must be 0 (off) or a zoom-out factor in (1, 4], got {inference_wide_view}")
+        check_wide_view(inference_wide_view)
         self.encoder_channels = list(encoder_channels)
         self.decoder_channels = list(decoder_channels)
         self.deep_supervision = deep_supervision
