@@ -36,6 +36,8 @@ BASELINES = [("shipped before the ImageNet encoder: unet, standard, 39 epochs (G
               ROOT / "configs" / "isic2017_256" / "previous" / "unet_gpu_e39_seed42")]
 COLUMNS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean"), ("precision", "precision_mean"),
            ("thr. Jaccard", "thresholded_jaccard"), ("failures", "failure_rate")]
+# the decoder's channels when an ImageNet encoder has no decoder_channels given (ds_attention_unet.py)
+IMAGENET_DECODER = (128, 64, 32, 24, 16)
 BEGIN, END = "<!-- ablation table: scripts/ablation.py table -->", "<!-- end of ablation table -->"
 
 
@@ -53,6 +55,7 @@ def record(run: Path, note: str = "") -> None:
     info = {"run": run.name, "encoder": model_cfg.get("encoder_name", "unet"),
             "augment_preset": cfg.get("augment_preset", "standard"), "epochs": len(history), "seed": cfg["seed"],
             "lr": cfg["lr"], "full_res_channels": model_cfg["decoder_channels"][-1],
+            "decoder_channels": model_cfg["decoder_channels"],
             "norm_groups": model_cfg.get("norm_groups", 8),
             "full_resolution_stage": model_cfg.get("full_resolution_stage", True),
             "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
@@ -112,6 +115,9 @@ def table() -> str:
             label += f", {info['full_res_channels']} channels at full resolution"
         if info.get("norm_groups", 8) != 8:
             label += f", {info['norm_groups']} GroupNorm groups"
+        coarse = info.get("decoder_channels", [])[:-1]  # the finest stage is labelled above
+        if info["encoder"] != "unet" and coarse and coarse != list(IMAGENET_DECODER[:len(coarse)]):
+            label += f", decoder {'-'.join(map(str, info['decoder_channels']))} channels"
         if info.get("note"):
             label += f", {info['note']}"
         if info.get("members"):  # scripts/seed_ensemble.py

@@ -81,3 +81,15 @@ def test_an_id_in_two_folders_is_refused_with_one_line(prepared, tmp_path: Path,
     code = main(["train", "--data-dir", str(a), str(copy), "--output-dir", str(tmp_path / "o"), *BASE])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(copy) in err[0] and "lesionseg data prepare --source" in err[0]
+
+
+def test_model_flag_merges_over_the_recipes_model(tmp_path: Path) -> None:
+    # one flag changes one constructor argument; the recipe's encoder and the rest stay
+    (tmp_path / "r.yaml").write_text("model:\n  encoder_name: mobilenet_v2\n  full_resolution_stage: false\n"
+                                     "  decoder_channels: [128, 64, 32, 24]\n")
+    args = vars(build_parser().parse_args(["train", "--model", '{"decoder_channels": [256, 128, 64, 24]}']))
+    cfg = build_config(load_yaml(tmp_path / "r.yaml"), args)
+    assert cfg.model == {"encoder_name": "mobilenet_v2", "full_resolution_stage": False,
+                         "decoder_channels": [256, 128, 64, 24]}
+    assert build_config(load_yaml(tmp_path / "r.yaml"), {}).model["decoder_channels"] == [128, 64, 32, 24]
+    assert build_config({}, args).model == {"decoder_channels": [256, 128, 64, 24]}

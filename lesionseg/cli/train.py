@@ -92,7 +92,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
          help="extra BCE weight on the pixels around the newest simulated click (default 1; 0 turns it off)")
     p.add_argument("--config", metavar="YAML", help="options file; flags given here override it")
     p.add_argument("--model", metavar="JSON", default=None, type=json.loads,
-                   help='model constructor arguments as JSON, e.g. \'{"encoder_channels": [16,32,64,128,256]}\'')
+                   help='model constructor arguments as JSON, merged over the config file\'s model: (keys given '
+                        'replace its), e.g. \'{"decoder_channels": [256,128,64,24]}\'')
 
 
 def run(args: argparse.Namespace) -> int:

@@ -154,9 +154,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
-    """Merge defaults, file values and explicit flag values (None means 'not given')."""
+    """Merge defaults, file values and explicit flag values (None means 'not given').
+
+    ``--model`` JSON is merged key by key over the file's ``model:``, so one flag can change one
+    constructor argument of a recipe (its decoder width, say) without dropping the encoder it names.
+    """
     values = dict(file_values)
     values.update({k: v for k, v in overrides.items() if v is not None and k in CONFIG_KEYS})
+    if isinstance(file_values.get("model"), dict) and isinstance(overrides.get("model"), dict):
+        values["model"] = {**file_values["model"], **overrides["model"]}
     cfg = TrainConfig(**values)
     cfg.validate()
     return cfg
