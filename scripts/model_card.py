@@ -14,6 +14,7 @@ from typing import Any
 from lesionseg.utils.atomic import atomic_write_text
 
 from framing_check import card_sentence  # scripts/ is on sys.path when a script here runs
+from near_duplicates import card_sentence as duplicates_sentence
 from refiner_card import refiner_section
 
 ROWS = [("Dice", "dice_mean", "dice_std"), ("IoU (Jaccard)", "iou_mean", "iou_std"),
@@ -166,6 +167,12 @@ def framing_lines(weights: Path) -> str:
     return "\n" + textwrap.fill(sentence, 98, initial_indent="  ", subsequent_indent="  ") if sentence else ""
 
 
+def duplicates_lines(recipe: Path) -> str:
+    """The own test part's near duplicates as continuation lines of a Limitations bullet, or ""."""
+    sentence = duplicates_sentence(_read(recipe / "eval_test.json"))
+    return "\n" + textwrap.fill(sentence, 98, initial_indent="  ", subsequent_indent="  ") if sentence else ""
+
+
 def render(recipe: Path, weights: Path) -> str:
     config = json.loads((weights / "config.json").read_text())
     run = _read(recipe / "run_info.json") or {}
@@ -302,7 +309,7 @@ measurements derived from it must be reviewed by a clinician.
 - One lesion per image is the training assumption; multiple lesions, lesions filling the frame and
   very small lesions are the usual failures (see the worst cases in the training report).FRAMING
 - ORIGIN; the external validation set is small (144 images) and, where it chose the epoch and
-  threshold, its numbers are optimistic.
+  threshold, its numbers are optimistic.DUPLICATES
 
 ## Citations
 
@@ -319,7 +326,8 @@ measurements derived from it must be reviewed by a clinician.
 """.replace("ORIGIN", "Fine-tuned on 1,600 images from an ImageNet encoder" if pretrained else
                                    "Trained from scratch on 1,600 images; no external pre-training")
                  .replace("{detail}", f"{size}×{size}")
-                 .replace("FRAMING", framing_lines(weights)))
+                 .replace("FRAMING", framing_lines(weights))
+                 .replace("DUPLICATES", duplicates_lines(recipe)))
     return "\n".join(parts)
 
 

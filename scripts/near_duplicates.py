@@ -167,6 +167,22 @@ def split_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def card_sentence(eval_test: dict | None, path: Path = OUT) -> str:
+    """The model card's sentence on the own test part's near duplicates, or "" without the files."""
+    if not path.is_file() or not eval_test or not eval_test.get("per_image"):
+        return ""
+    result = json.loads(path.read_text())
+    test = result["parts"]["test"]
+    rows = eval_test["per_image"]
+    if {r["id"] for r in rows} != set(test):
+        return ""  # evaluated on another split
+    dup = {i for i, r in test.items() if flagged(i, r, result["cutoff"])}
+    rest = [r["dice"] for r in rows if r["id"] not in dup]
+    return (f"{len(dup)} of the {len(rows)} held-out test photos ({len(dup) / len(rows):.0%}) have a near copy in "
+            f"training, mostly the same lesion photographed again (`scripts/near_duplicates.py`); without them this model's test Dice "
+            f"is {np.mean(rest):.4f} ({np.mean([r['dice'] for r in rows]):.4f} with them).")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cutoff", type=float, default=None, help="similarity above which a photo counts as a near duplicate")

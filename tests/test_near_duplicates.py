@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from near_duplicates import OUT, SPLIT, features, flagged, isic_number, nearest, split_table  # noqa: E402
+from near_duplicates import OUT, SPLIT, card_sentence, features, flagged, isic_number, nearest, split_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -59,6 +59,25 @@ def test_committed_result_covers_the_committed_split() -> None:
     table = split_table(result)
     assert f"(n={n_flagged}) / none (n={200 - n_flagged})" in table
     assert "| mbv2_nofull_robust_e12_seed43 |" in table
+
+
+def test_card_sentence_scores_the_photos_without_a_near_copy(tmp_path: Path) -> None:
+    result = {"cutoff": 0.9, "parts": {"test": {
+        "ISIC_0000010": {"nearest_train": "ISIC_0000012", "similarity": 0.7},  # archive neighbour
+        "ISIC_0000100": {"nearest_train": "ISIC_0009000", "similarity": 0.95},  # above the cutoff
+        "ISIC_0000200": {"nearest_train": "ISIC_0009000", "similarity": 0.8},
+        "ISIC_0000300": {"nearest_train": "ISIC_0009000", "similarity": 0.8}}}}
+    path = tmp_path / "near.json"
+    path.write_text(json.dumps(result))
+    dice = {"ISIC_0000010": 1.0, "ISIC_0000100": 1.0, "ISIC_0000200": 0.8, "ISIC_0000300": 0.6}
+    rows = {"per_image": [{"id": i, "dice": d} for i, d in dice.items()]}
+    sentence = card_sentence(rows, path)
+    assert sentence.startswith("2 of the 4 held-out test photos (50%)")
+    assert "test Dice is 0.7000 (0.8500 with them)" in sentence
+    # another split, no per-image rows or no file: no sentence rather than a wrong one
+    assert card_sentence({"per_image": rows["per_image"][:3]}, path) == ""
+    assert card_sentence({"dice_mean": 0.85}, path) == ""
+    assert card_sentence(rows, tmp_path / "absent.json") == ""
 
 
 @pytest.mark.skipif(not (DATA / "isic2017_train_256" / "images").is_dir(),
