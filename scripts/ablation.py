@@ -36,8 +36,6 @@ BASELINES = [("shipped before the ImageNet encoder: unet, standard, 39 epochs (G
               ROOT / "configs" / "isic2017_256" / "previous" / "unet_gpu_e39_seed42")]
 COLUMNS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean"), ("precision", "precision_mean"),
            ("thr. Jaccard", "thresholded_jaccard"), ("failures", "failure_rate")]
-# the decoder's channels when an ImageNet encoder has no decoder_channels given (ds_attention_unet.py)
-IMAGENET_DECODER = (128, 64, 32, 24, 16)
 BEGIN, END = "<!-- ablation table: scripts/ablation.py table -->", "<!-- end of ablation table -->"
 
 
@@ -96,6 +94,10 @@ def _row(label: str, test: dict, ext: dict) -> str:
 
 
 def table() -> str:
+    sys.path.insert(0, str(ROOT))
+    # the decoder an ImageNet encoder gets when no decoder_channels are given
+    from lesionseg.models.ds_attention_unet import MOBILENET_DECODER_CHANNELS as IMAGENET_DECODER
+
     lines = ["| model (encoder, augmentation, epochs, seed) | threshold | "
              + " | ".join(f"{name} (test / external)" for name, _ in COLUMNS) + " |",
              "| --- | --- |" + " --- |" * len(COLUMNS)]
