@@ -1,52 +1,43 @@
 """Importing lesionseg before torch shortens the spin of torch's idle OpenMP threads (lesionseg/__init__.py).
 
-Measured as the CPU time a process burns while its main thread sleeps right after a parallel torch
-op: that is the spinning of torch's worker thread, counted in spins, not wall time, so a busy
-machine changes it little."""
+libgomp reads GOMP_SPINCOUNT once, when torch loads it, so what can be checked without a clock is
+that the variable is in the child's environment before torch loads and only then. How much CPU
+the shorter spin saves depends on the CPU and on how busy the machine is: that is measured by
+``python -m benchmarks.thread_spin`` (benchmarks/results_thread_spin*.md), not asserted here."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-IDLE_CPU = """
-import os, time{first}
-import torch
-torch.set_num_threads(2)
-x = torch.randn(512, 512)
-idle = []
-for _ in range(9):
-    torch.sigmoid(x * 2.0)  # large enough to run on both threads
-    c0 = time.process_time(); time.sleep(0.05); idle.append(time.process_time() - c0)
-print(sorted(idle)[len(idle) // 2] * 1e3, os.environ.get("GOMP_SPINCOUNT"))
-"""
+from benchmarks.thread_spin import idle_cpu_ms, render  # noqa: E402
 
 
-def _idle_cpu_ms(first: str = "", **env: str) -> tuple[float, str]:
-    """(median CPU ms burnt in 50 ms of sleep after a torch op, GOMP_SPINCOUNT seen by the child)."""
-    full = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", IDLE_CPU.format(first=first)], env={**full, **env}, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    ms, spin = out.stdout.split()
-    return float(ms), spin
+def test_lesionseg_first_sets_the_spin_count_before_torch_loads() -> None:
+    plain_ms, plain = idle_cpu_ms(samples=3)
+    ours_ms, ours = idle_cpu_ms("\nimport lesionseg", samples=3)
+    assert plain == "None" and ours == "30000"
+    assert plain_ms >= 0 and ours_ms >= 0
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores for torch's worker thread to spin on")
-def test_lesionseg_first_cuts_the_idle_spin_of_torch_threads() -> None:
-    plain, spin_plain = _idle_cpu_ms()
-    ours, spin_ours = _idle_cpu_ms("\nimport lesionseg")
-    assert spin_plain == "None" and spin_ours == "30000"
-    if plain < 1.0:
-        pytest.skip(f"torch's threads spin only {plain:.2f} ms here: nothing to shorten")
-    assert ours < plain / 4, (ours, plain)
+def test_imported_after_torch_it_changes_nothing() -> None:
+    # libgomp has read its settings by then: setting the variable would only mislead
+    _, spin = idle_cpu_ms("\nimport torch\nimport lesionseg", samples=1)
+    assert spin == "None"
 
 
 def test_a_spin_count_set_by_the_user_is_kept() -> None:
-    _, spin = _idle_cpu_ms("\nimport lesionseg", GOMP_SPINCOUNT="300000")
+    _, spin = idle_cpu_ms("\nimport lesionseg", samples=1, GOMP_SPINCOUNT="300000")
     assert spin == "300000"
+
+
+def test_the_benchmark_renders_both_settings() -> None:
+    res = {"machine": {"date": "d", "isa_caps": "none", "cpu": "c", "cores": 2, "isa": "avx2", "other_load": "l",
+                       "torch": "t"}, "rounds": 2, "ratio_median": 5.0,
+           "settings": {"libgomp's default (torch imported alone)": {"GOMP_SPINCOUNT": "None", "ms": [5.0, 4.0],
+                                                                     "median_ms": 4.5},
+                        "import lesionseg first": {"GOMP_SPINCOUNT": "30000", "ms": [1.0, 0.8], "median_ms": 0.9}}}
+    text = render(res)
+    assert "| import lesionseg first | 30000 | 0.90 | 1.00, 0.80 |" in text and "5.0x" in text
