@@ -49,6 +49,11 @@ def flagged(image_id: str, row: dict, cutoff: float) -> bool:
     return near or row["similarity"] > cutoff
 
 
+def flagged_ids(result: dict, part: str = "test") -> set[str]:
+    """The ids of ``part`` that have a near duplicate in training, by the result's own cutoff."""
+    return {i for i, r in result["parts"][part].items() if flagged(i, r, result["cutoff"])}
+
+
 def features(paths: list[Path], batch: int = 32) -> np.ndarray:
     """(N, 8, 320) L2-normalised ImageNet MobileNetV2 features of each photo in its 8 orientations."""
     import torch
@@ -147,7 +152,7 @@ def contact_sheet(result: dict, path: str, part: str = "test", n: int = 24) -> N
 
 def split_table(result: dict) -> str:
     test = result["parts"]["test"]
-    dup = {i for i, r in test.items() if flagged(i, r, result["cutoff"])}
+    dup = flagged_ids(result)
     lines = [f"| run (own test part) | Dice: near duplicate in training (n={len(dup)}) / none (n={len(test) - len(dup)}) "
              "| recall | failures | Dice: all 200 / none |", "| --- | --- | --- | --- | --- |"]
     for path in sorted((ROOT / "configs" / "generalization").glob("*/eval_test.json")):
@@ -176,7 +181,7 @@ def card_sentence(eval_test: dict | None, path: Path = OUT) -> str:
     rows = eval_test["per_image"]
     if {r["id"] for r in rows} != set(test):
         return ""  # evaluated on another split
-    dup = {i for i, r in test.items() if flagged(i, r, result["cutoff"])}
+    dup = flagged_ids(result)
     rest = [r["dice"] for r in rows if r["id"] not in dup]
     return (f"{len(dup)} of the {len(rows)} held-out test photos ({len(dup) / len(rows):.0%}) have a near copy in "
             f"training, mostly the same lesion photographed again (`scripts/near_duplicates.py`); without them this model's test Dice "
