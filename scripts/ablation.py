@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from doc_markers import write_between
 from ship_weights import ROOT, evaluate  # the same evaluate call as the shipped model's
 
 OUT = ROOT / "configs" / "generalization"
@@ -150,12 +151,8 @@ def main() -> int:
             p.error(f"{OUT / args.record}: no run_info.json (record the run first)")
         record_view(args.record, args.weights.resolve(), args.wide_view)
         return 0
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"{DOC}: markers {BEGIN!r} ... {END!r} not found", file=sys.stderr)
+    if not write_between(DOC, BEGIN, END, table()):
         return 2
-    head, rest = text.split(BEGIN, 1)
-    DOC.write_text(head + BEGIN + "\n" + table() + "\n" + END + rest.split(END, 1)[1])
     print(f"wrote the table into {DOC.relative_to(ROOT)}")
     return 0
 

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Does a lever separate from noise? Each lever's effect with a 95% interval over seeds and photos.
+
+    python scripts/lever_effects.py            # rewrites the two tables in docs/generalization.md
+    python scripts/lever_effects.py --print    # prints them instead
+
+Reads ``configs/generalization/levers.yaml`` (which recorded runs test which lever, against which
+runs of the recipe without it) and each run's ``eval_test.json`` / ``eval_external.json``
+(``scripts/ablation.py record``). A lever's effect on a set is the mean over photos of (the photo's
+Dice averaged over the lever's seeds) minus (the same over the baseline's seeds). Its interval is a
+two-level bootstrap: each replicate draws each side's seeds with replacement, then the photos with
+replacement (the same photos for both sides), so it widens with both the seed-to-seed spread and
+the choice of photos. With two or three seeds a side the seed level is coarse and too narrow (a
+bootstrap of n seeds gives their mean (n-1)/n of its variance, half with two): an interval that
+only just excludes 0 is a lead worth more seeds, not a settled effect.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from doc_markers import write_between
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "configs" / "generalization"
+LEVERS = RUNS / "levers.yaml"
+DOC = ROOT / "docs" / "generalization.md"
+SETS = (("own test", "eval_test.json"), ("external", "eval_external.json"))
+BEGIN, END = "<!-- lever effects: scripts/lever_effects.py -->", "<!-- end of lever effects -->"
+REPLICATES = 4000
+
+
+@dataclass
+class Scores:
+    """Per-photo metrics of one recipe's runs on one set: ``dice`` and ``recall`` are (seeds, photos)."""
+    ids: list[str]
+    dice: np.ndarray
+    recall: np.ndarray
+
+
+def load_scores(runs: list[str], filename: str, folder: Path = RUNS) -> Scores:
+    """The runs' per-photo Dice and recall from ``folder/<run>/<filename>``, photos in one order."""
+    missing = [r for r in runs if not (folder / r / filename).is_file()]
+    if missing:
+        raise SystemExit(f"{folder}: no {filename} for {', '.join(missing)} "
+                         "(record the runs with scripts/ablation.py record, or fix configs/generalization/levers.yaml)")
+    dice, recall, ids = [], [], None
+    for run in runs:
+        per_image = {p["id"]: p for p in json.loads((folder / run / filename).read_text())["per_image"]}
+        if ids is None:
+            ids = sorted(per_image)
+        elif sorted(per_image) != ids:
+            raise SystemExit(f"{folder / run / filename}: scored other photos than {runs[0]} "
+                             "(evaluate both on the same split)")
+        dice.append([per_image[i]["dice"] for i in ids])
+        recall.append([per_image[i]["recall"] for i in ids])
+    return Scores(ids, np.asarray(dice, np.float64), np.asarray(recall, np.float64))
+
+
+def _seed_means(values: np.ndarray, rng: np.random.Generator, replicates: int) -> np.ndarray:
+    """(replicates, photos): per replicate, the photos' values averaged over seeds drawn with replacement."""
+    seeds = rng.integers(0, len(values), size=(replicates, len(values)))
+    return values[seeds].mean(axis=1)
+
+
+def effect(lever: np.ndarray, against: np.ndarray, rng: np.random.Generator,
+           replicates: int = REPLICATES) -> tuple[float, float, float]:
+    """Mean paired difference of (seeds, photos) arrays and its 95% two-level bootstrap interval."""
+    if lever.shape[1] != against.shape[1]:
+        raise ValueError(f"{lever.shape[1]} photos against {against.shape[1]}")
+    point = float((lever.mean(axis=0) - against.mean(axis=0)).mean())
+    diff = _seed_means(lever, rng, replicates) - _seed_means(against, rng, replicates)
+    photos = rng.integers(0, lever.shape[1], size=(replicates, lever.shape[1]))
+    boot = np.take_along_axis(diff, photos, axis=1).mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+def _runs(spec: str | list[str], baselines: dict) -> list[str]:
+    if isinstance(spec, str):
+        if spec not in baselines:
+            raise SystemExit(f"{LEVERS}: no baseline {spec!r} (choose from {', '.join(baselines)})")
+        return baselines[spec]["runs"]
+    return list(spec)
+
+
+def _cell(point: float, lo: float, hi: float) -> str:
+    return f"{point:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def _verdict(intervals: list[tuple[float, float, float]]) -> str:
+    words = []
+    for (name, _), (_, lo, hi) in zip(SETS, intervals):
+        if lo > 0 or hi < 0:
+            words.append(f"{'higher' if lo > 0 else 'lower'} on {name}")
+    return ", ".join(words) or "within noise on both"
+
+
+def spread_table(config: dict, folder: Path = RUNS) -> str:
+    """Each baseline recipe's Dice per seed and mean on both sets."""
+    lines = ["| recipe | seeds | Dice own test: mean (per seed) | Dice external: mean (per seed) "
+             "| recall external: mean (per seed) |", "| --- | --- | --- | --- | --- |"]
+    for base in config["baselines"].values():
+        runs = base["runs"]
+        test, ext = (load_scores(runs, f, folder) for _, f in SETS)  # first: it names missing runs
+        seeds = [json.loads((folder / r / "run_info.json").read_text())["seed"] for r in runs]
+
+        def cell(values: np.ndarray) -> str:
+            per = values.mean(axis=1)
+            return f"{per.mean():.4f} ({', '.join(f'{v:.4f}' for v in per)})"
+        lines.append(f"| {base['label']} | {', '.join(map(str, seeds))} | {cell(test.dice)} | {cell(ext.dice)} "
+                     f"| {cell(ext.recall)} |")
+    return "\n".join(lines)
+
+
+def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATES) -> str:
+    """One row a lever: its Dice effect on both sets and its external recall effect, with intervals."""
+    lines = ["| lever | runs against | Dice own test | Dice external | recall external | reading |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for lever in config["levers"]:
+        runs, against = _runs(lever["runs"], config["baselines"]), _runs(lever["against"], config["baselines"])
+        rng = np.random.default_rng(0)  # a fixed stream per row: a row does not change when others are added
+        intervals, recall = [], None
+        for _, filename in SETS:
+            mine, theirs = load_scores(runs, filename, folder), load_scores(against, filename, folder)
+            if mine.ids != theirs.ids:
+                raise SystemExit(f"{lever['lever']}: {filename} scored other photos than its baseline")
+            intervals.append(effect(mine.dice, theirs.dice, rng, replicates))
+            if filename == "eval_external.json":
+                recall = effect(mine.recall, theirs.recall, rng, replicates)
+        lines.append(f"| {lever['lever']} | {len(runs)} against {len(against)} | "
+                     + " | ".join(_cell(*i) for i in intervals) + f" | {_cell(*recall)} | {_verdict(intervals)} |")
+    return "\n".join(lines)
+
+
+def render(config: dict, folder: Path = RUNS, replicates: int = REPLICATES) -> str:
+    return (spread_table(config, folder) + "\n\n" + effects_table(config, folder, replicates))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--print", action="store_true", help="print the tables instead of writing them into the docs")
+    args = p.parse_args()
+    text = render(yaml.safe_load(LEVERS.read_text()))
+    if args.print:
+        print(text)
+        return 0
+    if not write_between(DOC, BEGIN, END, text):
+        return 2
+    print(f"wrote the lever effects into {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""scripts/lever_effects.py: paired lever effects with a two-level (seeds, photos) bootstrap interval,
+and the committed tables in docs/generalization.md rendered from the committed run records."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import lever_effects  # noqa: E402
+from lever_effects import BEGIN, END, effect, load_scores, render  # noqa: E402
+
+
+def _photos(n: int = 150, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.6, 1.0, size=n)
+
+
+def test_a_constant_gain_on_every_photo_is_found_with_a_tight_interval() -> None:
+    base = np.stack([_photos(), _photos() + 0.01])
+    point, lo, hi = effect(base + 0.05, base, np.random.default_rng(0), replicates=2000)
+    assert point == pytest.approx(0.05)
+    # the seeds differ by 0.01 on every photo, so a replicate can differ from the point by that much, no more
+    assert 0.04 - 1e-9 <= lo <= point <= hi <= 0.06 + 1e-9 and hi - lo > 0.005
+
+
+def test_no_difference_gives_an_interval_around_zero() -> None:
+    base = np.stack([_photos(seed=2), _photos(seed=3)])
+    point, lo, hi = effect(base.copy(), base, np.random.default_rng(0), replicates=2000)
+    assert point == pytest.approx(0.0) and lo < 0 < hi
+
+
+def test_the_seed_spread_widens_the_interval() -> None:
+    """Two seeds a side that differ by 0.04 on every photo: a 0.01 effect is not separable from that,
+    while the same 0.01 with seeds that agree is."""
+    photos = _photos(seed=4)
+    noisy = np.stack([photos - 0.02, photos + 0.02])
+    _, lo, hi = effect(noisy + 0.01, noisy, np.random.default_rng(0), replicates=2000)
+    assert lo < 0 < hi
+    calm = np.stack([photos, photos])
+    _, lo, hi = effect(calm + 0.01, calm, np.random.default_rng(0), replicates=2000)
+    assert lo > 0
+
+
+def _record(folder: Path, run: str, seed: int, dice: dict[str, float]) -> None:
+    (folder / run).mkdir(parents=True)
+    per_image = [{"id": i, "dice": d, "recall": min(1.0, d + 0.05)} for i, d in dice.items()]
+    for name in ("eval_test.json", "eval_external.json"):
+        (folder / run / name).write_text(json.dumps({"per_image": per_image[::-1] if seed % 2 else per_image}))
+    (folder / run / "run_info.json").write_text(json.dumps({"seed": seed}))
+
+
+def test_scores_are_aligned_by_photo_id_and_mismatches_are_named(tmp_path: Path) -> None:
+    _record(tmp_path, "a_seed42", 42, {"ISIC_1": 0.9, "ISIC_2": 0.8})
+    _record(tmp_path, "a_seed43", 43, {"ISIC_1": 0.7, "ISIC_2": 0.6})  # stored in the other order
+    scores = load_scores(["a_seed42", "a_seed43"], "eval_test.json", tmp_path)
+    assert scores.ids == ["ISIC_1", "ISIC_2"]
+    np.testing.assert_allclose(scores.dice, [[0.9, 0.8], [0.7, 0.6]])
+    _record(tmp_path, "b_seed42", 42, {"ISIC_1": 0.9, "ISIC_3": 0.8})
+    with pytest.raises(SystemExit, match="b_seed42.*other photos"):
+        load_scores(["a_seed42", "b_seed42"], "eval_test.json", tmp_path)
+    with pytest.raises(SystemExit, match="no eval_test.json for c_seed42"):
+        load_scores(["a_seed42", "c_seed42"], "eval_test.json", tmp_path)
+
+
+def test_render_reads_baselines_by_name_and_reports_a_clear_lever(tmp_path: Path) -> None:
+    ids = [f"ISIC_{i}" for i in range(60)]
+    base = dict(zip(ids, _photos(60, seed=5)))
+    _record(tmp_path, "base_seed42", 42, base)
+    _record(tmp_path, "base_seed43", 43, {i: d - 0.002 for i, d in base.items()})
+    _record(tmp_path, "worse_seed42", 42, {i: d - 0.1 for i, d in base.items()})
+    config = {"baselines": {"b": {"label": "the base recipe", "runs": ["base_seed42", "base_seed43"]}},
+              "levers": [{"lever": "a worse lever", "runs": ["worse_seed42"], "against": "b"}]}
+    text = render(config, tmp_path, replicates=500)
+    assert "| the base recipe | 42, 43 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| a worse lever"))
+    assert "| 1 against 2 |" in row and "-0.099" in row and "lower on own test, lower on external" in row
+    with pytest.raises(SystemExit, match="no baseline 'nope'.*choose from b"):
+        render({**config, "levers": [{"lever": "x", "runs": ["worse_seed42"], "against": "nope"}]}, tmp_path, 10)
+
+
+def test_the_committed_tables_match_the_committed_run_records() -> None:
+    """docs/generalization.md holds what lever_effects.py renders from configs/generalization/."""
+    doc = (ROOT / "docs" / "generalization.md").read_text()
+    assert BEGIN in doc and END in doc
+    committed = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert committed == render(yaml.safe_load(lever_effects.LEVERS.read_text()))
