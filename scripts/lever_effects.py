@@ -93,12 +93,14 @@ def _cell(point: float, lo: float, hi: float) -> str:
     return f"{point:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
-def _verdict(intervals: list[tuple[float, float, float]]) -> str:
+def _verdict(intervals: list[tuple[float, float, float]], one_run: bool) -> str:
     words = []
     for (name, _), (_, lo, hi) in zip(SETS, intervals):
         if lo > 0 or hi < 0:
             words.append(f"{'higher' if lo > 0 else 'lower'} on {name}")
-    return ", ".join(words) or "within noise on both"
+    text = ", ".join(words) or "within noise on both"
+    # one training run has no seed spread to draw from: its side's training noise is not in the interval
+    return text + (" (one run on a side: training noise only partly counted)" if one_run else "")
 
 
 def spread_table(config: dict, folder: Path = RUNS) -> str:
@@ -124,6 +126,8 @@ def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATE
              "| --- | --- | --- | --- | --- | --- |"]
     for lever in config["levers"]:
         runs, against = _runs(lever["runs"], config["baselines"]), _runs(lever["against"], config["baselines"])
+        # an inference setting on the same weights has no training noise to count
+        one_run = min(len(runs), len(against)) == 1 and not lever.get("same_weights", False)
         rng = np.random.default_rng(0)  # a fixed stream per row: a row does not change when others are added
         intervals, recall = [], None
         for _, filename in SETS:
@@ -134,7 +138,7 @@ def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATE
             if filename == "eval_external.json":
                 recall = effect(mine.recall, theirs.recall, rng, replicates)
         lines.append(f"| {lever['lever']} | {len(runs)} against {len(against)} | "
-                     + " | ".join(_cell(*i) for i in intervals) + f" | {_cell(*recall)} | {_verdict(intervals)} |")
+                     + " | ".join(_cell(*i) for i in intervals) + f" | {_cell(*recall)} | {_verdict(intervals, one_run)} |")
     return "\n".join(lines)
 
 

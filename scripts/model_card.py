@@ -102,9 +102,25 @@ tuned by the same rule and evaluated the same way on the same held-out test imag
 (`{recipe.as_posix()}/other_seeds/*/eval_test.json`, and `eval_external.json` on the external set):
 
 {chr(10).join(notes)}
-
+{seed_mean_sentence(shipped, [r for _, r in seeds], shipped_ext, seeds_ext)}
 {metrics_table(columns)}
 """
+
+
+def seed_mean_sentence(shipped: dict, others: list[dict], shipped_ext: dict | None = None,
+                       others_ext: list[dict | None] | None = None) -> str:
+    """The Dice mean and range over every seed, the shipped one included (a paragraph), or "" with one
+    other seed: what a retrain of the recipe can be expected to score, beside the shipped run's luck."""
+    if len(others) < 2:
+        return ""
+
+    def summary(results: list[dict]) -> str:
+        dice = [r["dice_mean"] for r in results]
+        return f"{sum(dice) / len(dice):.4f} ({min(dice):.4f}-{max(dice):.4f})"
+    text = f"Dice over the {len(others) + 1} seeds, the shipped one included: held-out test {summary([shipped, *others])}"
+    if shipped_ext and others_ext and all(others_ext):
+        text += f", external {summary([shipped_ext, *others_ext])}"
+    return "\n" + text + ".\n"
 
 
 def previous_runs_section(recipe: Path) -> str:

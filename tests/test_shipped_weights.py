@@ -101,6 +101,16 @@ def test_model_card_compares_a_second_seed_on_the_same_held_out_images() -> None
         assert f"Dice {other['dice_mean'] - shipped['dice_mean']:+.4f}" in card
 
 
+def test_the_card_states_the_seed_mean_once_there_are_three_seeds() -> None:
+    from model_card import seed_mean_sentence
+
+    shipped, others = {"dice_mean": 0.93}, [{"dice_mean": 0.90}, {"dice_mean": 0.91}]
+    assert seed_mean_sentence(shipped, others[:1]) == ""  # two seeds: the table says it all
+    text = seed_mean_sentence(shipped, others, {"dice_mean": 0.80}, [{"dice_mean": 0.70}, {"dice_mean": 0.75}])
+    assert "3 seeds" in text and "held-out test 0.9133 (0.9000-0.9300)" in text and "external 0.7500 (0.7000-0.8000)" in text
+    assert "external" not in seed_mean_sentence(shipped, others, {"dice_mean": 0.80}, [None, {"dice_mean": 0.75}])
+
+
 def test_evaluate_on_held_out_subset_keeps_dice_above_guard(real_data_dir: Path, tmp_path: Path) -> None:
     ids = (RECIPE / "test_ids.txt").read_text().split()[:N_GUARD]
     ids_file = tmp_path / "ids.txt"
