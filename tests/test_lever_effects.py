@@ -79,7 +79,7 @@ def test_render_reads_baselines_by_name_and_reports_a_clear_lever(tmp_path: Path
     text = render(config, tmp_path, replicates=500)
     assert "| the base recipe | 42, 43 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| a worse lever"))
-    assert "| 1 against 2 |" in row and "-0.099" in row and "lower on own test, lower on external" in row
+    assert "| 1 against 2 |" in row and "-0.099" in row and "own-test Dice lower, external Dice lower, external recall lower" in row
     assert "training noise only partly counted" in row  # one training run has no seed spread to draw from
     same = {**config, "levers": [{**config["levers"][0], "same_weights": True}]}
     assert "partly counted" not in render(same, tmp_path, replicates=100)
