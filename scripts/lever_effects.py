@@ -129,22 +129,20 @@ def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATE
         # an inference setting on the same weights has no training noise to count
         one_run = min(len(runs), len(against)) == 1 and not lever.get("same_weights", False)
         rng = np.random.default_rng(0)  # a fixed stream per row: a row does not change when others are added
-        intervals, recall = [], None
+        intervals = []
         for _, filename in SETS:
             mine, theirs = load_scores(runs, filename, folder), load_scores(against, filename, folder)
             if mine.ids != theirs.ids:
                 raise SystemExit(f"{lever['lever']}: {filename} scored other photos than its baseline")
             intervals.append(effect(mine.dice, theirs.dice, rng, replicates))
-            if filename == "eval_external.json":
-                recall = effect(mine.recall, theirs.recall, rng, replicates)
-        intervals.append(recall)
+        intervals.append(effect(mine.recall, theirs.recall, rng, replicates))  # SETS ends with the external set
         lines.append(f"| {lever['lever']} | {len(runs)} against {len(against)} | "
                      + " | ".join(_cell(*i) for i in intervals) + f" | {_verdict(intervals, one_run)} |")
     return "\n".join(lines)
 
 
 def render(config: dict, folder: Path = RUNS, replicates: int = REPLICATES) -> str:
-    return (spread_table(config, folder) + "\n\n" + effects_table(config, folder, replicates))
+    return spread_table(config, folder) + "\n\n" + effects_table(config, folder, replicates)
 
 
 def main() -> int:
