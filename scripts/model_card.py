@@ -76,24 +76,32 @@ SPREAD_KEYS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_me
                ("failure rate", "failure_rate")]
 
 
+def seed_table(rows: list[tuple[str, dict, dict | None]]) -> str:
+    """One row per seed (name, held-out test result, external result or None), cells *test / external*:
+    rows scale to any number of seeds, where one column per seed and set would not."""
+    lines = ["| seed | threshold | " + " | ".join(label for label, _ in SPREAD_KEYS) + " |",
+             "| --- | --- |" + " --- |" * len(SPREAD_KEYS)]
+    for name, test, ext in rows:
+        cells = [f"{test[key]:.4f}" + (f" / {ext[key]:.4f}" if ext else "") for _, key in SPREAD_KEYS]
+        lines.append(f"| {name} | {test['threshold']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tuple[dict, dict]],
                         shipped_ext: dict | None = None, seeds_ext: list[dict | None] | None = None) -> str:
     """The shipped run beside the same recipe trained with other seeds, on the same held-out images
     (and the same external validation images, where both were evaluated there)."""
-    columns = {f"seed {run.get('seed', '?')} (shipped)": shipped}
-    if shipped_ext:
-        columns[f"seed {run.get('seed', '?')} (shipped), external"] = shipped_ext
+    rows = [(f"{run.get('seed', '?')} (shipped)", shipped, shipped_ext)]
     notes = []
     for (info, result), ext in zip(seeds, seeds_ext or [None] * len(seeds)):
         name = f"seed {info.get('seed', '?')}"
-        columns[name] = result
-        if ext and shipped_ext:
-            columns[f"{name}, external"] = ext
+        rows.append((str(info.get("seed", "?")), result, ext if shipped_ext else None))
         diffs = ", ".join(f"{label} {result[key] - shipped[key]:+.4f}" for label, key in SPREAD_KEYS)
         notes.append(f"- {name}: `{info.get('command', '')}`, {info.get('epochs', '?')} epochs, "
                      f"{info.get('wall_minutes', '?')} min{' on ' + info['hardware'] if info.get('hardware') else ''}, best validation Dice {info.get('best_val_dice_at_0.5', float('nan')):.4f} "
                      f"(shipped run: {run.get('best_val_dice_at_0.5', float('nan')):.4f}); its own tuned threshold "
                      f"{result['threshold']:.2f}. Difference from the shipped run: {diffs}.")
+    sets = "held-out test / external" if shipped_ext else "held-out test"
     return f"""## Run-to-run spread
 
 The same split trained again with another seed (initialisation, shuffling and augmentation
@@ -103,7 +111,9 @@ tuned by the same rule and evaluated the same way on the same held-out test imag
 
 {chr(10).join(notes)}
 {seed_mean_sentence(shipped, [r for _, r in seeds], shipped_ext, seeds_ext)}
-{metrics_table(columns)}
+Per seed, each at its own threshold (per-image means; cells {sets}):
+
+{seed_table(rows)}
 """
 
 

@@ -111,6 +111,18 @@ def test_the_card_states_the_seed_mean_once_there_are_three_seeds() -> None:
     assert "external" not in seed_mean_sentence(shipped, others, {"dice_mean": 0.80}, [None, {"dice_mean": 0.75}])
 
 
+def test_the_cards_seed_table_has_one_row_per_seed_with_both_sets_where_measured() -> None:
+    from model_card import SPREAD_KEYS, seed_table
+
+    def result(dice: float, t: float) -> dict:
+        return {**{key: dice for _, key in SPREAD_KEYS}, "threshold": t}
+    rows = [("43 (shipped)", result(0.91, 0.3), result(0.93, 0.3)), ("42", result(0.90, 0.25), None)]
+    lines = seed_table(rows).splitlines()
+    assert len(lines) == 2 + len(rows)  # header, rule, a row per seed: it grows down, not across
+    assert lines[2].startswith("| 43 (shipped) | 0.30 | 0.9100 / 0.9300 |")
+    assert lines[3].startswith("| 42 | 0.25 | 0.9000 |") and "/" not in lines[3]
+
+
 def test_evaluate_on_held_out_subset_keeps_dice_above_guard(real_data_dir: Path, tmp_path: Path) -> None:
     ids = (RECIPE / "test_ids.txt").read_text().split()[:N_GUARD]
     ids_file = tmp_path / "ids.txt"
