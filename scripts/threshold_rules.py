@@ -17,9 +17,11 @@ recipe), and compares three rules, each the same choice on different points:
 - ``own``: the seed's own points (what training does);
 - ``pooled``: the points averaged over all seeds: one threshold for the recipe;
 - ``others``: the points averaged over the other seeds: the threshold a recipe default fixed before
-  this seed was trained would give it (leave one seed out: the honest check of ``pooled``).
+  this seed was trained would give it (leave one seed out: the check of ``pooled`` on a new seed).
 
-The own test part is never used to choose; its columns show what each choice gives there.
+``others`` leaves out the seed, not the photos: the external set still chose its threshold, so the
+external recall it reads stays optimistic. The own test part is never used to choose; its columns
+show what each choice gives on photos no rule has seen.
 """
 from __future__ import annotations
 
