@@ -14,7 +14,6 @@ from typing import Callable, Iterable
 import numpy as np
 
 METRICS = ("dice", "iou", "recall", "precision", "specificity", "accuracy")
-THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05, 0.10, ..., 0.95
 ISIC_IOU_THRESHOLD = 0.65
 
 
@@ -83,7 +82,7 @@ def operating_points(probs: list[np.ndarray], targets: list[np.ndarray],
 
     ``mask_fn(prob, threshold)`` makes each mask (default ``prob >= threshold``), e.g. with the
     model's clean-up, so that the points describe the masks users will get."""
-    ths = [round(t, 2) for t in (thresholds if thresholds is not None else THRESHOLD_GRID)]
+    ths = [round(t, 2) for t in (thresholds if thresholds is not None else np.arange(0.05, 0.951, 0.05))]
     cut = mask_fn or (lambda p, th: p >= th)
     out = []
     for th in ths:

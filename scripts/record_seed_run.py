@@ -52,7 +52,7 @@ def main() -> int:
         data_dir = os.path.relpath(cfg["data_dir"], ROOT)
         external = os.path.relpath(cfg["external_dir"], ROOT) if cfg.get("external_dir") else None
         retune_threshold(best, data_dir, recipe / "val_ids.txt", cfg["recall_target"], best / "points.json",
-                         external, cfg.get("external_recall_target", 0.9), cfg.get("default_threshold"))
+                         external, cfg.get("external_recall_target", 0.9))
         evaluate(best, data_dir, recipe / "test_ids.txt", out / "eval_test.json", tta=False)
         if external:
             evaluate(best, external, None, out / "eval_external.json", tta=False)

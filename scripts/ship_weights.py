@@ -79,24 +79,24 @@ def _points(pred, data_dir: str | Path, ids: list[str] | None) -> list[dict]:
 
 
 def retune_threshold(weights: Path, data_dir: str, val_ids: Path, recall_target: float, out: Path,
-                     external_dir: str | None = None, external_recall_target: float = 0.9,
-                     fixed: float | None = None) -> None:
+                     external_dir: str | None = None, external_recall_target: float = 0.9) -> None:
     """Operating points on the validation images (and the external folder) with the model's
-    clean-up, the training's threshold rule applied to them (or the recipe's ``fixed`` threshold);
-    written into config.json and ``out``."""
+    clean-up, the training's threshold rule applied to them; written into config.json and ``out``."""
     from lesionseg.inference import Predictor
-    from lesionseg.training.thresholds import choose_default
+    from lesionseg.metrics import choose_threshold
+    from lesionseg.training.thresholds import choose_joint_threshold
 
     pred = Predictor.from_weights(weights, device="cpu")
     points = _points(pred, data_dir, val_ids.read_text().split())
     ext_points = _points(pred, external_dir, None) if external_dir else None
-    chosen = choose_default(points, ext_points, recall_target, external_recall_target, fixed)
+    chosen = (choose_joint_threshold(points, ext_points, recall_target, external_recall_target) if ext_points
+              else choose_threshold(points, recall_target))
     config = json.loads((weights / "config.json").read_text())
     config.update(inference_threshold=chosen["threshold"], inference_operating_points=points,
                   inference_fill_holes=pred.cleanup.fill_holes,
                   inference_min_region_fraction=pred.cleanup.min_region_fraction)
     (weights / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    record = {"recall_target": recall_target, "chosen": chosen, "points": points, "fixed_threshold": fixed,
+    record = {"recall_target": recall_target, "chosen": chosen, "points": points,
               "cleanup": {"fill_holes": pred.cleanup.fill_holes,
                           "min_region_fraction": pred.cleanup.min_region_fraction}}
     if ext_points:
@@ -189,7 +189,7 @@ def main() -> int:
                     data_dir, "--ids", os.path.relpath(recipe / "split.json", ROOT), "--split", "train"],
                    check=True, cwd=ROOT)
     retune_threshold(weights, data_dir, recipe / "val_ids.txt", cfg["recall_target"], recipe / "operating_points.json",
-                     external, cfg.get("external_recall_target", 0.9), cfg.get("default_threshold"))
+                     external, cfg.get("external_recall_target", 0.9))
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test_tta.json", tta=True)
     # the same path without int8 and exact fp32 sit beside the default path: OpenVINO (the decoder's
@@ -227,7 +227,6 @@ def main() -> int:
         "encoder": cfg.get("model", {}).get("encoder_name", "unet"),
         "external_dir": external,
         "external_recall_target": cfg.get("external_recall_target") if external else None,
-        "default_threshold": cfg.get("default_threshold"),  # the recipe's fixed threshold, if any
         "recipe_summary": recipe_summary(cfg),
         "evaluated_runner": runner,  # the default path the eval_*.json files were measured on
     }

@@ -3,7 +3,6 @@ the external validation folder scored during training and the threshold rule tha
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from lesionseg.data.transforms import PenMarks, ShadesOfGray, shades_of_gray, train_transform
 from lesionseg.models import DSAttentionUNet
 from lesionseg.models.encoders import MobileNetV2Encoder, default_encoder_weights
-from lesionseg.training.thresholds import choose_default, choose_joint_threshold
+from lesionseg.training.thresholds import choose_joint_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 MBV2 = {"encoder_name": "mobilenet_v2", "encoder_channels": [8, 16, 24, 32, 96, 320],
@@ -155,21 +154,6 @@ def test_joint_threshold_keeps_external_recall() -> None:
     assert choose_joint_threshold(val, ext, 0.93, 0.90)["threshold"] == 0.2
     # no threshold meets both: the one that misses them least
     assert choose_joint_threshold(val, ext, 0.99, 0.99)["threshold"] == 0.1
-
-
-def test_a_recipes_fixed_threshold_is_kept_even_where_one_seed_misses_a_target(caplog: pytest.LogCaptureFixture) -> None:
-    ths = [0.1, 0.2, 0.3, 0.4]
-    val = [{"threshold": t, "recall": r, "precision": p} for t, r, p in
-           zip(ths, [0.97, 0.95, 0.94, 0.90], [0.80, 0.85, 0.88, 0.92])]
-    ext = [{"threshold": t, "recall": r, "precision": 0.9} for t, r in zip(ths, [0.95, 0.91, 0.88, 0.85])]
-    assert choose_default(val, ext, 0.93, 0.90)["threshold"] == 0.2  # no fixed one: training's rule
-    assert choose_default(val, None, 0.93)["threshold"] == 0.3  # no external points: validation alone
-    assert not caplog.records
-    with caplog.at_level(logging.WARNING, logger="lesionseg.training.thresholds"):
-        assert choose_default(val, ext, 0.93, 0.90, fixed=0.3) is val[2]
-    assert "misses a recall target" in caplog.text and "external 0.8800" in caplog.text
-    with pytest.raises(ValueError, match="valid: 0.10, 0.20, 0.30, 0.40"):
-        choose_default(val, ext, 0.93, 0.90, fixed=0.25)
 
 
 def test_training_with_imagenet_encoder_and_external_folder(make_dataset, tmp_path: Path) -> None:

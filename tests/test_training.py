@@ -79,15 +79,9 @@ def test_same_seed_same_split_and_flags_override_yaml(synthetic: Path, tmp_path:
     assert "loss: dice" in saved and "epochs: 1" in saved
     # a split file passed back in reproduces the split
     r2 = train("--data-dir", str(synthetic), "--split-file", str(run / "split.json"), "--epochs", "1",
-               "--max-steps-per-epoch", "1", "--output-dir", str(tmp_path / "o"), "--run-name", "b",
-               "--default-threshold", "0.35", *BASE)
+               "--max-steps-per-epoch", "1", "--output-dir", str(tmp_path / "o"), "--run-name", "b", *BASE)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert json.loads((tmp_path / "o/b/split.json").read_text()) == json.loads((run / "split.json").read_text())
-    # a recipe's fixed default threshold is the model's, with the operating points still measured
-    fixed = DSAttentionUNet.from_pretrained(tmp_path / "o/b/models/best_model")
-    assert fixed.inference_threshold == 0.35 and len(fixed.inference_operating_points) == 19
-    points = json.loads((tmp_path / "o/b/logs/operating_points.json").read_text())
-    assert points["fixed_threshold"] == 0.35 and points["chosen"]["threshold"] == 0.35
     # a fresh run under the name of an earlier one starts its logs afresh instead of appending to them
     r3 = train("--data-dir", str(synthetic), "--epochs", "1", "--max-steps-per-epoch", "1",
                "--output-dir", str(tmp_path / "o"), "--run-name", "a", *BASE)
@@ -111,7 +105,6 @@ def test_research_flag_spellings_and_help() -> None:
     (["--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
     (["--loss", "nope"], "invalid choice"),
     (["--images", "/nonexistent/i", "--masks", "/nonexistent/m"], "/nonexistent/i"),
-    (["--default-threshold", "0.33"], "valid: 0.05, 0.10"),
 ])
 def test_bad_arguments_fail_with_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
     r = train(*args, "--output-dir", str(tmp_path))

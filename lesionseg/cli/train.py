@@ -71,10 +71,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     both("select_on", choices=list(SELECT_ON), help="best epoch by val Dice (default) or its mean with the external Dice")
     both("external_recall_target", type=float, metavar="R",
          help="with --external-dir, the default threshold also keeps external recall >= R (0.90)")
-    both("default_threshold", type=float, metavar="T",
-         help="fix the default threshold at T (0.05, 0.10, ..., 0.95), the recipe's choice over several seeds "
-              "(scripts/threshold_rules.py), instead of choosing it by the recall targets; the operating points "
-              "are still measured")
     both("push_to_hub", metavar="REPO_ID", help="publish the best model folder to the Hugging Face Hub")
     g = p.add_argument_group("fine-tuning")
     both("finetune", metavar="WEIGHTS",

@@ -9,7 +9,6 @@ import yaml
 
 from ..data.presets import AUGMENT_PRESETS
 from ..losses import LOSSES
-from ..metrics import THRESHOLD_GRID
 
 # the score that picks the best epoch: validation Dice, or its mean with the external set's Dice
 SELECT_ON = ("val", "val+external")
@@ -60,8 +59,6 @@ class TrainConfig:
     external_dir: str | None = None
     select_on: str = "val"
     external_recall_target: float = 0.9
-    # a recipe's own default threshold (one of 0.05, 0.10, ..., 0.95) instead of each run's choice
-    default_threshold: float | None = None
     push_to_hub: str | None = None
     # the click refiner: trained from this segmentation model's weights (folder or Hub id) instead
     # of a segmentation model, with up to max_clicks simulated clicks per image
@@ -132,9 +129,6 @@ class TrainConfig:
             raise ValueError(f"--corrections-share must lie in (0, 1), got {self.corrections_share}")
         if not 0 < self.recall_target <= 1:
             raise ValueError(f"--recall-target must lie in (0, 1], got {self.recall_target}")
-        if self.default_threshold is not None and round(self.default_threshold, 2) not in THRESHOLD_GRID:
-            raise ValueError(f"--default-threshold must be one of the operating points' thresholds, got "
-                             f"{self.default_threshold}; valid: {', '.join(f'{t:.2f}' for t in THRESHOLD_GRID)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

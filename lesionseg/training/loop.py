@@ -291,7 +291,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     # ---- operating points: rank 0 tunes the threshold for recall on the validation part ----
     ext_full = DataLoader(ext_ds, batch_size=val_batch, shuffle=False, num_workers=0) if ext_ds is not None else None
     chosen, points = tune_threshold(models_dir, model_kwargs, val_loader, rt, cfg.recall_target, logs_dir,
-                                    ext_full, cfg.external_recall_target, cfg.default_threshold) if main else (None, None)
+                                    ext_full, cfg.external_recall_target) if main else (None, None)
     chosen, points = ctx.broadcast((chosen, points))  # the other processes wait here
     wall = time.time() - t_start
     return RunResult(run_dir, models_dir / "best_model", best_score, cfg.epochs, history, split,
