@@ -58,7 +58,7 @@ def test_the_table_shows_each_models_numbers_at_each_rules_threshold() -> None:
     assert "| a | own | 0.50 | 0.9310 | 0.9100 | 0.9210 |" in text
     assert "| b | own | 0.20 | 0.9400 | 0.9500 | 0.9300 |" in text
     assert "| mean (range) of 2 | own | 0.20-0.50 | 0.9355 (0.9310-0.9400) | 0.9300 (0.9100-0.9500) |" in text
-    assert "| mean (range) of 2 | pooled | 0.20 |" in text  # one threshold for both: no range
+    assert "| mean (range) of 2 | pooled | 0.30 |" in text  # one threshold for both: no range
     assert text.count("| others |") == 3
 
 
