@@ -86,6 +86,20 @@ def score_framings(predictor: Predictor, pairs: Sequence[Pair],
     return {label: acc.result() for label, acc in accs.items()}
 
 
+def evaluation_sets(data: Path) -> dict[str, list[Pair]]:
+    """{"test", "external", "val": pairs}: the committed split's held-out parts of
+    ``data``/isic2017_train_256 and the whole external set ``data``/isic2018_extra_256c.
+    FileNotFoundError naming the missing folders."""
+    train, external = data / "isic2017_train_256", data / "isic2018_extra_256c"
+    missing = [str(d) for d in (train, external) if not d.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"data folder(s) not found: {', '.join(missing)} (pass --data)")
+    ids = {s: (ROOT / "configs" / "isic2017_256" / f"{s}_ids.txt").read_text().split() for s in ("test", "val")}
+    own = collect_pairs(train / "images", train / "masks", strict=False)
+    return {"test": select_pairs(own, ids["test"]), "external": collect_pairs(external / "images", external / "masks"),
+            "val": select_pairs(own, ids["val"])}
+
+
 def model_folder(path: Path) -> Path:
     """A weights folder itself, or a training run's best model."""
     best = path / "models" / "best_model"
@@ -166,15 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.models:
         ap.error("name one or more models (or pass --table)")
-    train, external = args.data / "isic2017_train_256", args.data / "isic2018_extra_256c"
-    missing = [str(d) for d in (train, external) if not d.is_dir()]
-    if missing:
-        ap.error(f"data folder(s) not found: {', '.join(missing)} (pass --data)")
-    ids = {s: (ROOT / "configs" / "isic2017_256" / f"{s}_ids.txt").read_text().split() for s in ("test", "val")}
-    own = collect_pairs(train / "images", train / "masks", strict=False)
-    sets = {"test": select_pairs(own, ids["test"]), "external": collect_pairs(external / "images", external / "masks"),
-            "val": select_pairs(own, ids["val"])}
-    sets = {k: v[:args.limit] for k, v in sets.items()}
+    try:
+        sets = {k: v[:args.limit] for k, v in evaluation_sets(args.data).items()}
+    except FileNotFoundError as e:
+        ap.error(str(e))
     results = {}
     for path in args.models:
         folder = model_folder(path)

@@ -27,7 +27,6 @@ show what each choice gives on photos no rule has seen.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -109,9 +108,10 @@ def measure(folder: Path, name: str, sets: dict[str, list]) -> dict:
     from lesionseg.inference.predictor import Predictor
     from lesionseg.metrics import operating_points
 
+    from framing_check import file_sha256
+
     predictor = Predictor.from_weights(folder, device="cpu", fast=False)
-    doc: dict = {"model": name, "folder": str(folder),
-                 "model_sha256": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest(),
+    doc: dict = {"model": name, "folder": str(folder), "model_sha256": file_sha256(folder / "model.safetensors"),
                  "shipped_threshold": predictor.threshold, "images": {s: len(p) for s, p in sets.items()}}
     for part, pairs in sets.items():
         probs, masks = [], []
@@ -149,21 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         names = args.name or [m.resolve().name for m in args.models]
         if "weights" in names:
             ap.error("name the weights folder's model with --name (e.g. the run it was shipped from)")
-        from lesionseg.data.pairing import collect_pairs
-        from lesionseg.evaluation import select_pairs
-        train, external = args.data / "isic2017_train_256", args.data / "isic2018_extra_256c"
-        missing = [str(d) for d in (train, external) if not d.is_dir()]
-        if missing:
-            ap.error(f"data folder(s) not found: {', '.join(missing)} (pass --data)")
-        own = collect_pairs(train / "images", train / "masks", strict=False)
-        ids = {s: (ROOT / "configs" / "isic2017_256" / f"{s}_ids.txt").read_text().split() for s in ("val", "test")}
-        sets = {"val": select_pairs(own, ids["val"]), "external": collect_pairs(external / "images", external / "masks"),
-                "test": select_pairs(own, ids["test"])}
-        sets = {k: v[:args.limit] for k, v in sets.items()}
-        args.out.mkdir(parents=True, exist_ok=True)
+        from framing_check import evaluation_sets, model_folder  # the same sets and folders as the framing check
         from lesionseg.utils.atomic import atomic_write_text
+        try:
+            sets = {k: v[:args.limit] for k, v in evaluation_sets(args.data).items()}
+        except FileNotFoundError as e:
+            ap.error(str(e))
+        sets = {k: sets[k] for k in SETS}
+        args.out.mkdir(parents=True, exist_ok=True)
         for path, name in zip(args.models, names):
-            folder = path / "models" / "best_model" if (path / "models" / "best_model").is_dir() else path
+            folder = model_folder(path)
             if not (folder / "config.json").is_file():
                 ap.error(f"{path}: no config.json (pass a weights folder or a training run folder)")
             atomic_write_text(args.out / f"{name}.json", json.dumps(measure(folder, name, sets), indent=1) + "\n")
