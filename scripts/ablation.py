@@ -60,6 +60,9 @@ def record(run: Path, note: str = "") -> None:
             "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
             "best_epoch": max(history, key=lambda h: h.get("score", h["val_dice"]))["epoch"],
             "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1)}
+    for key, off in (("ema_decay", 0.0), ("encoder_lr_scale", 1.0)):  # training levers, kept where turned on
+        if cfg.get(key, off) != off:
+            info[key] = cfg[key]
     if note:  # e.g. the machine, for a rerun of a recipe already in the table
         info["note"] = note
     (out / "run_info.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -121,6 +124,10 @@ def table() -> str:
         coarse = info.get("decoder_channels", [])[:-1]  # the finest stage is labelled above
         if info["encoder"] != "unet" and coarse and coarse != list(IMAGENET_DECODER[:len(coarse)]):
             label += f", decoder {'-'.join(map(str, info['decoder_channels']))} channels"
+        if "encoder_lr_scale" in info:
+            label += f", encoder learning rate x{info['encoder_lr_scale']:g}"
+        if "ema_decay" in info:
+            label += f", weight EMA {info['ema_decay']:g}"
         if info.get("note"):
             label += f", {info['note']}"
         if info.get("members"):  # scripts/seed_ensemble.py

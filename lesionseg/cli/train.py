@@ -54,6 +54,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
          help="encoder: unet (from scratch), mobilenet_v2 or efficientnet_lite0 (ImageNet)")
     both("encoder_weights", metavar="PATH|none",
          help="ImageNet file of a pretrained encoder (default: the installed extra; none: random init)")
+    both("encoder_lr_scale", type=float, metavar="F",
+         help="the encoder's learning rate as a fraction of --lr (default 1: one rate for the whole model)")
+    both("ema_decay", type=float, metavar="D",
+         help="validate, choose and save an exponential moving average of the weights, e.g. 0.998 (default 0: off)")
     g = p.add_argument_group("runtime")
     both("device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,

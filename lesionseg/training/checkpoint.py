@@ -32,8 +32,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-              scaler: Any, epoch: int, best_score: float, history: list[dict], config: dict) -> None:
-    """Everything ``--resume`` needs: weights, optimiser, scheduler, scaler, epoch, RNG, history."""
+              scaler: Any, epoch: int, best_score: float, history: list[dict], config: dict,
+              average: dict[str, Any] | None = None) -> None:
+    """Everything ``--resume`` needs: weights, optimiser, scheduler, scaler, epoch, RNG, history, and
+    the weight average's state where the run keeps one (``--ema-decay``)."""
     state = {
         "format": "lesionseg-checkpoint-v1",
         "model": model.state_dict(),
@@ -46,6 +48,7 @@ def save_last(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         "history": history,
         "config": config,
         "rng": rng_state(),
+        **({"average": average} if average is not None else {}),
     }
     atomic_save(path, lambda tmp: torch.save(state, tmp))
 

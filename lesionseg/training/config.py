@@ -41,6 +41,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     augment: bool = True
     augment_preset: str = "standard"
+    # the pretrained encoder's learning rate as a fraction of lr (1: one rate for the whole model)
+    encoder_lr_scale: float = 1.0
+    # an exponential moving average of the weights is validated, chosen and saved (0: off)
+    ema_decay: float = 0.0
     # None: ImageNet weights for a pretrained encoder (model.encoder_name), from the installed
     # extra; "none": random initialisation; else the path of the ImageNet file
     encoder_weights: str | None = None
@@ -127,6 +131,10 @@ class TrainConfig:
                              "train its refiner")
         if not 0 < self.corrections_share < 1:
             raise ValueError(f"--corrections-share must lie in (0, 1), got {self.corrections_share}")
+        if not 0 < self.encoder_lr_scale <= 1:
+            raise ValueError(f"--encoder-lr-scale must lie in (0, 1], got {self.encoder_lr_scale}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema-decay must lie in [0, 1) (0 turns it off), got {self.ema_decay}")
         if not 0 < self.recall_target <= 1:
             raise ValueError(f"--recall-target must lie in (0, 1], got {self.recall_target}")
 

@@ -45,12 +45,24 @@ class Runtime:
 
 
 def make_optimisation(model: torch.nn.Module, lr: float, weight_decay: float, epochs: int, n_batches: int,
-                      max_steps: int | None, dtype: torch.dtype | None) -> tuple[Any, Any, Any, int]:
+                      max_steps: int | None, dtype: torch.dtype | None,
+                      encoder_lr_scale: float = 1.0) -> tuple[Any, Any, Any, int]:
     """The recipe's optimisation: AdamW, OneCycleLR over all steps (15% warm-up) and a loss scaler
-    for fp16 autocast (None otherwise); returns (optimizer, scheduler, scaler, steps per epoch)."""
+    for fp16 autocast (None otherwise); returns (optimizer, scheduler, scaler, steps per epoch).
+
+    ``encoder_lr_scale`` != 1 gives ``model.encoder``'s parameters their own group at that fraction
+    of ``lr`` (discriminative fine-tuning: a pretrained encoder moved less keeps more of what it
+    learnt on ImageNet)."""
     steps = n_batches if max_steps is None else min(n_batches, max_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps,
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    max_lr: float | list[float] = lr
+    if encoder_lr_scale != 1.0:
+        encoder_ids = {id(p) for p in model.encoder.parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) in encoder_ids]},
+                  {"params": [p for p in model.parameters() if id(p) not in encoder_ids]}]
+        max_lr = [lr * encoder_lr_scale, lr]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps,
                                                     pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return optimizer, scheduler, scaler, steps
@@ -58,11 +70,13 @@ def make_optimisation(model: torch.nn.Module, lr: float, weight_decay: float, ep
 
 def train_epoch(model: torch.nn.Module, loader: DataLoader, steps: int, optimizer: torch.optim.Optimizer,
                 scheduler: Any, scaler: Any, loss_fn: Callable, ds_decay: float, grad_clip: float, rt: Runtime,
-                desc: str, batch_log: IO[str] | None, epoch: int) -> tuple[float, int]:
+                desc: str, batch_log: IO[str] | None, epoch: int,
+                after_step: Callable[[], None] | None = None) -> tuple[float, int]:
     """At most ``steps`` optimiser steps; returns (sum of loss x batch size, images) of this process.
 
     ``model`` may be the DDP wrapper; ``batch_log`` (rank 0 only) gets one JSON line per step with
     this process's batch loss and Dice. The progress bar is shown where ``batch_log`` is given.
+    ``after_step`` runs after every optimiser step (the weight average's update).
     """
     model.train()
     running, n_seen = 0.0, 0
@@ -88,6 +102,8 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, steps: int, optimize
         else:
             optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         running += loss.item() * len(x)
         n_seen += len(x)
         if batch_log is not None:
@@ -99,7 +115,7 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, steps: int, optimize
                 batch_dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom)).mean().item()
             bar.set_postfix(loss=f"{loss.item():.3f}", dice=f"{batch_dice:.3f}")
             batch_log.write(json.dumps({"epoch": epoch, "step": step + 1, "loss": round(loss.item(), 5),
-                                        "dice": round(batch_dice, 5), "lr": scheduler.get_last_lr()[0]}) + "\n")
+                                        "dice": round(batch_dice, 5), "lr": scheduler.get_last_lr()[-1]}) + "\n")
             # flushed every step so the log can be followed live (and shows how far a killed run got)
             batch_log.flush()
     return running, n_seen

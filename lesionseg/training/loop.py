@@ -25,13 +25,15 @@ from ..models import DSAttentionUNet
 from ..utils.atomic import atomic_write_text
 from ..utils.cpu_isa import cpu_bf16_supported
 from ..utils.devices import resolve_device
-from .checkpoint import find_checkpoint, load_last, save_best, save_last, set_rng_state
+from .averaging import WeightAverage
+from .checkpoint import load_last, save_best, save_last, set_rng_state
 from .config import TrainConfig
 from .distributed import Distributed
 from .epoch import (Runtime, make_optimisation, predict_probs, seed_epoch, train_epoch, use_channels_last, validate,
                     validation_metrics)
 from .finetune import init_from_weights, weights_architecture
 from .plots import plot_history, save_epoch_samples
+from .resume import RESUME_OVERRIDES, resume_config, truncate_logs
 from .run_data import pairs_and_split
 from .thresholds import tune_threshold
 
@@ -90,32 +92,6 @@ def _init_encoder(model: DSAttentionUNet, setting: str | None) -> None:
         raise FileNotFoundError(f"{path}: encoder weights file not found (--encoder-weights PATH, or none)")
     model.load_encoder_weights(path)
     log.info("encoder %s initialised from %s", model.encoder_name, path)
-
-
-RESUME_OVERRIDES = ("epochs", "device", "workers", "push_to_hub", "max_steps_per_epoch")
-
-
-def resume_config(path: str | Path, overrides: dict[str, Any], state: dict[str, Any] | None = None) -> TrainConfig:
-    """The checkpoint's own settings, with only ``RESUME_OVERRIDES`` taken from ``overrides``
-    (None = keep), continuing in the checkpoint's run folder wherever the command is run from."""
-    state = state or load_last(path)
-    values = {k: v for k, v in state["config"].items() if not k.startswith("_")}
-    values.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None})
-    run_dir = find_checkpoint(path).resolve().parent.parent
-    values.update(output_dir=str(run_dir.parent), run_name=run_dir.name, resume=str(path))
-    cfg = TrainConfig(**values)
-    cfg.validate()
-    return cfg
-
-
-def _truncate_logs(logs_dir: Path, history: list[dict[str, Any]], done_epochs: int) -> None:
-    """Rewrite metrics.jsonl from the checkpoint's history and drop batch rows of unfinished epochs."""
-    atomic_write_text(logs_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-    detail = logs_dir / "detailed_metrics.jsonl"
-    if detail.exists():
-        keep = [line for line in detail.read_text().splitlines(keepends=True)
-                if line.strip() and line.endswith("\n") and json.loads(line).get("epoch", 0) <= done_epochs]
-        atomic_write_text(detail, "".join(keep))
 
 
 def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
@@ -206,7 +182,9 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
                  cfg.batch_size, ctx.world_size * cfg.batch_size, len(train_loader))
     loss_fn = get_loss(cfg.loss)
     optimizer, scheduler, scaler, steps_per_epoch = make_optimisation(
-        model, cfg.lr, cfg.weight_decay, cfg.epochs, len(train_loader), cfg.max_steps_per_epoch, dtype)
+        model, cfg.lr, cfg.weight_decay, cfg.epochs, len(train_loader), cfg.max_steps_per_epoch, dtype,
+        cfg.encoder_lr_scale)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     start_epoch, best_score, history = 0, -1.0, []
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
@@ -219,6 +197,8 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
             scheduler.load_state_dict(resume_state["scheduler"])
         if scaler is not None and resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
+        if average is not None:
+            average.load_state_dict(resume_state["average"])
         start_epoch, best_score, history = resume_state["epoch"], resume_state["best_score"], resume_state["history"]
         set_rng_state(resume_state["rng"])
         was = resume_state["config"].get("_world_size", 1)
@@ -236,7 +216,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         # the logs restart from what the checkpoint holds: on resume, a kill between a log line and
         # the checkpoint would repeat that epoch's rows; a fresh run in the folder of an earlier one
         # (the same --run-name) would append to its rows
-        _truncate_logs(logs_dir, history, start_epoch)
+        truncate_logs(logs_dir, history, start_epoch)
 
     # ---- epochs ----
     batch_log = open(logs_dir / "detailed_metrics.jsonl", "a") if main else None
@@ -250,17 +230,19 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         seed_epoch(epoch_seed, loader_gen, train_ds)
         loss_sum, n_seen = train_epoch(train_model, train_loader, steps_per_epoch, optimizer, scheduler, scaler,
                                        loss_fn, cfg.deep_supervision_decay, cfg.grad_clip, rt,
-                                       f"epoch {epoch + 1}/{cfg.epochs}", batch_log, epoch + 1)
+                                       f"epoch {epoch + 1}/{cfg.epochs}", batch_log, epoch + 1,
+                                       (lambda: average.update(model)) if average is not None else None)
         loss_sum, n_seen = ctx.sum([loss_sum, n_seen])
 
-        val, probs, masks = validate(model, shard_loader, rt, ctx)
+        chosen_model = average.module if average is not None else model  # what is validated, chosen and saved
+        val, probs, masks = validate(chosen_model, shard_loader, rt, ctx)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_dice": val["dice_mean"],
                "val_iou": val["iou_mean"], "val_recall": val["recall_mean"], "val_precision": val["precision_mean"],
                "val_thresholded_jaccard": val["thresholded_jaccard"], "val_failure_rate": val["failure_rate"],
-               "lr": scheduler.get_last_lr()[0]}
+               "lr": scheduler.get_last_lr()[-1]}
         score = val["dice_mean"]
         if ext_loader is not None:
-            ext, _, _ = validate(model, ext_loader, rt, ctx)
+            ext, _, _ = validate(chosen_model, ext_loader, rt, ctx)
             row.update({f"ext_{k}": ext[m] for k, m in EXTERNAL_COLUMNS})
             if cfg.select_on == "val+external":
                 score = (val["dice_mean"] + ext["dice_mean"]) / 2
@@ -273,9 +255,9 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
         with open(logs_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if improved:
-            save_best(models_dir / "best_model", model)
+            save_best(models_dir / "best_model", chosen_model)
         save_last(models_dir / "last_checkpoint.pth", model, optimizer, scheduler, scaler, epoch + 1, best_score,
-                  history, saved_cfg)
+                  history, saved_cfg, average.state_dict() if average is not None else None)
         log.info("epoch %d/%d  loss %.4f  val Dice %.4f IoU %.4f recall %.4f%s  (%.0fs)%s", epoch + 1, cfg.epochs,
                  row["train_loss"], row["val_dice"], row["val_iou"], row["val_recall"],
                  f"  external Dice {row['ext_dice']:.4f} recall {row['ext_recall']:.4f}" if ext_loader else "",
