@@ -70,12 +70,21 @@ def _seed_means(values: np.ndarray, rng: np.random.Generator, replicates: int) -
 
 
 def effect(lever: np.ndarray, against: np.ndarray, rng: np.random.Generator,
-           replicates: int = REPLICATES) -> tuple[float, float, float]:
-    """Mean paired difference of (seeds, photos) arrays and its 95% two-level bootstrap interval."""
+           replicates: int = REPLICATES, paired_seeds: bool = False) -> tuple[float, float, float]:
+    """Mean paired difference of (seeds, photos) arrays and its 95% two-level bootstrap interval.
+
+    ``paired_seeds``: row i of both arrays comes from the same seed (the lever's run i and its
+    baseline's run i share data order and augmentation), so each replicate draws the seeds once for
+    both sides; the interval then counts the spread of the per-seed differences."""
     if lever.shape[1] != against.shape[1]:
         raise ValueError(f"{lever.shape[1]} photos against {against.shape[1]}")
     point = float((lever.mean(axis=0) - against.mean(axis=0)).mean())
-    diff = _seed_means(lever, rng, replicates) - _seed_means(against, rng, replicates)
+    if paired_seeds:
+        if len(lever) != len(against):
+            raise ValueError(f"paired seeds need as many runs a side, got {len(lever)} against {len(against)}")
+        diff = _seed_means(lever - against, rng, replicates)
+    else:
+        diff = _seed_means(lever, rng, replicates) - _seed_means(against, rng, replicates)
     photos = rng.integers(0, lever.shape[1], size=(replicates, lever.shape[1]))
     boot = np.take_along_axis(diff, photos, axis=1).mean(axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
@@ -128,14 +137,15 @@ def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATE
         runs, against = _runs(lever["runs"], config["baselines"]), _runs(lever["against"], config["baselines"])
         # an inference setting on the same weights has no training noise to count
         one_run = min(len(runs), len(against)) == 1 and not lever.get("same_weights", False)
+        paired = bool(lever.get("paired_seeds", False))
         rng = np.random.default_rng(0)  # a fixed stream per row: a row does not change when others are added
         intervals = []
         for _, filename in SETS:
             mine, theirs = load_scores(runs, filename, folder), load_scores(against, filename, folder)
             if mine.ids != theirs.ids:
                 raise SystemExit(f"{lever['lever']}: {filename} scored other photos than its baseline")
-            intervals.append(effect(mine.dice, theirs.dice, rng, replicates))
-        intervals.append(effect(mine.recall, theirs.recall, rng, replicates))  # SETS ends with the external set
+            intervals.append(effect(mine.dice, theirs.dice, rng, replicates, paired))
+        intervals.append(effect(mine.recall, theirs.recall, rng, replicates, paired))  # SETS ends with the external set
         lines.append(f"| {lever['lever']} | {len(runs)} against {len(against)} | "
                      + " | ".join(_cell(*i) for i in intervals) + f" | {_verdict(intervals, one_run)} |")
     return "\n".join(lines)

@@ -47,6 +47,20 @@ def test_the_seed_spread_widens_the_interval() -> None:
     assert lo > 0
 
 
+def test_paired_seeds_cancel_the_spread_the_two_sides_share() -> None:
+    """A lever run from each seed's own trajectory (the weight average of the same run): the seeds
+    differ by 0.04 on every photo, the lever adds 0.01 to each, so paired it separates; unpaired it
+    does not; and pairing needs one run a side per seed."""
+    photos = _photos(seed=5)
+    noisy = np.stack([photos - 0.02, photos + 0.02])
+    point, lo, hi = effect(noisy + 0.01, noisy, np.random.default_rng(0), replicates=2000, paired_seeds=True)
+    assert point == pytest.approx(0.01) and lo > 0
+    _, lo, hi = effect(noisy + 0.01, noisy, np.random.default_rng(0), replicates=2000)
+    assert lo < 0 < hi
+    with pytest.raises(ValueError, match="as many runs a side"):
+        effect(noisy[:1], noisy, np.random.default_rng(0), paired_seeds=True)
+
+
 def _record(folder: Path, run: str, seed: int, dice: dict[str, float]) -> None:
     (folder / run).mkdir(parents=True)
     per_image = [{"id": i, "dice": d, "recall": min(1.0, d + 0.05)} for i, d in dice.items()]
