@@ -16,6 +16,7 @@ from lesionseg.utils.atomic import atomic_write_text
 from framing_check import card_sentence  # scripts/ is on sys.path when a script here runs
 from near_duplicates import card_sentence as duplicates_sentence
 from refiner_card import refiner_section
+from seed_card import seed_spread_section
 
 ROWS = [("Dice", "dice_mean", "dice_std"), ("IoU (Jaccard)", "iou_mean", "iou_std"),
         ("Recall (sensitivity)", "recall_mean", "recall_std"), ("Precision", "precision_mean", "precision_std"),
@@ -70,68 +71,6 @@ ISIC 2017 sets, centre-cropped to a square before resizing (lesions look larger 
 more often than in the training data). Never trained on; it chose the epoch (mean of validation and
 external Dice) and the default threshold (recall kept on both), so its numbers below are optimistic.
 """
-
-SPREAD_KEYS = [("Dice", "dice_mean"), ("IoU", "iou_mean"), ("recall", "recall_mean"),
-               ("precision", "precision_mean"), ("thresholded Jaccard", "thresholded_jaccard"),
-               ("failure rate", "failure_rate")]
-
-
-def seed_table(rows: list[tuple[str, dict, dict | None]]) -> str:
-    """One row per seed (name, held-out test result, external result or None), cells *test / external*:
-    rows scale to any number of seeds, where one column per seed and set would not."""
-    lines = ["| seed | threshold | " + " | ".join(label for label, _ in SPREAD_KEYS) + " |",
-             "| --- | --- |" + " --- |" * len(SPREAD_KEYS)]
-    for name, test, ext in rows:
-        cells = [f"{test[key]:.4f}" + (f" / {ext[key]:.4f}" if ext else "") for _, key in SPREAD_KEYS]
-        lines.append(f"| {name} | {test['threshold']:.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def seed_spread_section(recipe: Path, run: dict, shipped: dict, seeds: list[tuple[dict, dict]],
-                        shipped_ext: dict | None = None, seeds_ext: list[dict | None] | None = None) -> str:
-    """The shipped run beside the same recipe trained with other seeds, on the same held-out images
-    (and the same external validation images, where both were evaluated there)."""
-    rows = [(f"{run.get('seed', '?')} (shipped)", shipped, shipped_ext)]
-    notes = []
-    for (info, result), ext in zip(seeds, seeds_ext or [None] * len(seeds)):
-        name = f"seed {info.get('seed', '?')}"
-        rows.append((str(info.get("seed", "?")), result, ext if shipped_ext else None))
-        diffs = ", ".join(f"{label} {result[key] - shipped[key]:+.4f}" for label, key in SPREAD_KEYS)
-        notes.append(f"- {name}: `{info.get('command', '')}`, {info.get('epochs', '?')} epochs, "
-                     f"{info.get('wall_minutes', '?')} min{' on ' + info['hardware'] if info.get('hardware') else ''}, best validation Dice {info.get('best_val_dice_at_0.5', float('nan')):.4f} "
-                     f"(shipped run: {run.get('best_val_dice_at_0.5', float('nan')):.4f}); its own tuned threshold "
-                     f"{result['threshold']:.2f}. Difference from the shipped run: {diffs}.")
-    sets = "held-out test / external" if shipped_ext else "held-out test"
-    return f"""## Run-to-run spread
-
-The same split trained again with another seed (initialisation, shuffling and augmentation
-differ; the recipe is the shipped one unless its epochs below differ), with its own threshold
-tuned by the same rule and evaluated the same way on the same held-out test images
-(`{recipe.as_posix()}/other_seeds/*/eval_test.json`, and `eval_external.json` on the external set):
-
-{chr(10).join(notes)}
-{seed_mean_sentence(shipped, [r for _, r in seeds], shipped_ext, seeds_ext)}
-Per seed, each at its own threshold (per-image means; cells {sets}):
-
-{seed_table(rows)}
-"""
-
-
-def seed_mean_sentence(shipped: dict, others: list[dict], shipped_ext: dict | None = None,
-                       others_ext: list[dict | None] | None = None) -> str:
-    """The Dice mean and range over every seed, the shipped one included (a paragraph), or "" with one
-    other seed: what a retrain of the recipe can be expected to score, beside the shipped run's luck."""
-    if len(others) < 2:
-        return ""
-
-    def summary(results: list[dict]) -> str:
-        dice = [r["dice_mean"] for r in results]
-        return f"{sum(dice) / len(dice):.4f} ({min(dice):.4f}-{max(dice):.4f})"
-    text = f"Dice over the {len(others) + 1} seeds, the shipped one included: held-out test {summary([shipped, *others])}"
-    if shipped_ext and others_ext and all(others_ext):
-        text += f", external {summary([shipped_ext, *others_ext])}"
-    return "\n" + text + ".\n"
-
 
 def previous_runs_section(recipe: Path) -> str:
     """Earlier shipped models and recipes kept for comparison (``<recipe>/previous/*``), on the

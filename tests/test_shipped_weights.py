@@ -102,7 +102,7 @@ def test_model_card_compares_a_second_seed_on_the_same_held_out_images() -> None
 
 
 def test_the_card_states_the_seed_mean_once_there_are_three_seeds() -> None:
-    from model_card import seed_mean_sentence
+    from seed_card import seed_mean_sentence
 
     shipped, others = {"dice_mean": 0.93}, [{"dice_mean": 0.90}, {"dice_mean": 0.91}]
     assert seed_mean_sentence(shipped, others[:1]) == ""  # two seeds: the table says it all
@@ -112,7 +112,7 @@ def test_the_card_states_the_seed_mean_once_there_are_three_seeds() -> None:
 
 
 def test_the_cards_seed_table_has_one_row_per_seed_with_both_sets_where_measured() -> None:
-    from model_card import SPREAD_KEYS, seed_table
+    from seed_card import SPREAD_KEYS, seed_table
 
     def result(dice: float, t: float) -> dict:
         return {**{key: dice for _, key in SPREAD_KEYS}, "threshold": t}
