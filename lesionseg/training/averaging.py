@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 
-# the effective decay starts low and rises to the set one, so the first steps (random decoder,
-# warming-up learning rate) leave the average quickly instead of lingering in it
+# the effective decay starts low and rises towards the set one, so the first steps (random decoder,
+# warming-up learning rate) leave the average quickly instead of lingering in it; it reaches d
+# after about (WARMUP_STEPS * d - 1) / (1 - d) steps (0.998: ~4,500), so in a short run the
+# warm-up, not d, sets the horizon
 WARMUP_STEPS = 10
 
 
