@@ -24,8 +24,8 @@ class WeightAverage:
     """EMA of ``model``'s parameters and floating-point buffers (BatchNorm statistics included);
     integer buffers (BatchNorm's step counters) are copied.
 
-    ``decay`` in [0, 1): the weight of the past at each step; its horizon is about
-    ``1 / (1 - decay)`` optimiser steps.
+    ``decay`` in [0, 1): the weight of the past at each step once the warm-up has reached it; from
+    then on the horizon is about ``1 / (1 - decay)`` optimiser steps (before, it is shorter).
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
