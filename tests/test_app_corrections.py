@@ -261,6 +261,11 @@ def _overlay_pixel(page, server, x: int, y: int) -> np.ndarray:
 
 
 def _click(page, fx: float, fy: float) -> None:
+    """Click the shown overlay at fractions (fx, fy) of its box, once its image has loaded: until
+    then the <img> is laid out 0 px wide, and a position taken from that box lands on its left edge
+    (as a clinician never clicks on a photo not yet drawn, this waits, as a person would)."""
+    page.wait_for_function("() => { const i = document.querySelector('#overlay img');"
+                           " return !!i && i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }")
     img = page.locator("#overlay img")
     box = img.bounding_box()
     img.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
