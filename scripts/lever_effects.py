@@ -13,6 +13,12 @@ replacement (the same photos for both sides), so it widens with both the seed-to
 the choice of photos. With two or three seeds a side the seed level is coarse and too narrow (a
 bootstrap of n seeds gives their mean (n-1)/n of its variance, half with two): an interval that
 only just excludes 0 is a lead worth more seeds, not a settled effect.
+
+The last effect column reads the framing stress test (``scripts/framing_check.py``): external Dice
+with the central half of each side of every photo, where the lesion fills the frame. Those files
+keep each run's mean, not its photos, so that interval is over seeds only (each side's seeds drawn
+with replacement, or the pairs with ``paired_seeds``); it needs two runs a side and reads "-"
+where a run has no framing file.
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ DOC = ROOT / "docs" / "generalization.md"
 SETS = (("own test", "eval_test.json"), ("external", "eval_external.json"))
 BEGIN, END = "<!-- lever effects: scripts/lever_effects.py -->", "<!-- end of lever effects -->"
 REPLICATES = 4000
-READINGS = ("own-test Dice", "external Dice", "external recall")  # the effects table's columns, in order
+READINGS = ("own-test Dice", "external Dice", "external recall", "centre-2x external Dice")  # the effects columns
+FRAMING = ("external", "centre 2x")  # (set, framing) of the framing files' reading in the effects table
 
 
 @dataclass
@@ -91,6 +98,48 @@ def effect(lever: np.ndarray, against: np.ndarray, rng: np.random.Generator,
     return point, float(lo), float(hi)
 
 
+def framing_means(runs: list[str], aliases: dict[str, str], folder: Path = RUNS) -> np.ndarray | None:
+    """(runs,) mean Dice of each run at :data:`FRAMING` from ``folder/framing/<run>.json`` (or the
+    file ``aliases`` names for it, e.g. the shipped weights' ``shipped.json``); None where one lacks it."""
+    values = []
+    for run in runs:
+        path = folder / "framing" / f"{aliases.get(run, run)}.json"
+        if not path.is_file():
+            return None
+        values.append(json.loads(path.read_text())[FRAMING[0]][FRAMING[1]]["dice_mean"])
+    return np.asarray(values, np.float64)
+
+
+def seed_effect(lever: np.ndarray, against: np.ndarray, rng: np.random.Generator,
+                replicates: int = REPLICATES, paired_seeds: bool = False) -> tuple[float, float, float]:
+    """Difference of the means of two (seeds,) arrays and its 95% bootstrap interval over seeds
+    (paired: the per-seed differences drawn once). ValueError with fewer than two runs a side."""
+    if min(len(lever), len(against)) < 2:
+        raise ValueError(f"a seed-level interval needs two runs a side, got {len(lever)} against {len(against)}")
+    point = float(lever.mean() - against.mean())
+    if paired_seeds:
+        if len(lever) != len(against):
+            raise ValueError(f"paired seeds need as many runs a side, got {len(lever)} against {len(against)}")
+        boot = _seed_means((lever - against)[:, None], rng, replicates)[:, 0]
+    else:
+        boot = (_seed_means(lever[:, None], rng, replicates) - _seed_means(against[:, None], rng, replicates))[:, 0]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+def _framing_cell(runs: list[str], against: list[str], config: dict, folder: Path, rng: np.random.Generator,
+                  replicates: int, paired: bool) -> tuple[str, tuple[float, float, float] | None]:
+    """(cell text, interval or None) of the centre-2x external Dice effect."""
+    aliases = config.get("framing_files", {})
+    mine, theirs = framing_means(runs, aliases, folder), framing_means(against, aliases, folder)
+    if mine is None or theirs is None:
+        return "-", None
+    if min(len(mine), len(theirs)) < 2:
+        return f"{mine.mean() - theirs.mean():+.4f} (no interval: one run)", None
+    interval = seed_effect(mine, theirs, rng, replicates, paired)
+    return _cell(*interval), interval
+
+
 def _runs(spec: str | list[str], baselines: dict) -> list[str]:
     if isinstance(spec, str):
         if spec not in baselines:
@@ -103,10 +152,10 @@ def _cell(point: float, lo: float, hi: float) -> str:
     return f"{point:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
-def _verdict(intervals: list[tuple[float, float, float]], one_run: bool) -> str:
-    """Which of (own-test Dice, external Dice, external recall) moved beyond the interval's noise."""
-    words = [f"{name} {'higher' if lo > 0 else 'lower'}"
-             for name, (_, lo, hi) in zip(READINGS, intervals) if lo > 0 or hi < 0]
+def _verdict(intervals: list[tuple[float, float, float] | None], one_run: bool) -> str:
+    """Which of :data:`READINGS` moved beyond the interval's noise (None: a reading with no interval)."""
+    words = [f"{name} {'higher' if i[1] > 0 else 'lower'}"
+             for name, i in zip(READINGS, intervals) if i is not None and (i[1] > 0 or i[2] < 0)]
     text = ", ".join(words) or "within noise"
     # one training run has no seed spread to draw from: its side's training noise is not in the interval
     return text + (" (one run on a side: training noise only partly counted)" if one_run else "")
@@ -130,9 +179,10 @@ def spread_table(config: dict, folder: Path = RUNS) -> str:
 
 
 def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATES) -> str:
-    """One row a lever: its Dice effect on both sets and its external recall effect, with intervals."""
-    lines = ["| lever | runs against | Dice own test | Dice external | recall external | reading |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    """One row a lever: its Dice effect on both sets, its external recall effect and its centre-2x
+    external Dice effect (seed level), with intervals."""
+    lines = ["| lever | runs against | Dice own test | Dice external | recall external "
+             "| Dice external at centre 2x (seeds only) | reading |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for lever in config["levers"]:
         runs, against = _runs(lever["runs"], config["baselines"]), _runs(lever["against"], config["baselines"])
         # an inference setting on the same weights has no training noise to count
@@ -146,8 +196,10 @@ def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATE
                 raise SystemExit(f"{lever['lever']}: {filename} scored other photos than its baseline")
             intervals.append(effect(mine.dice, theirs.dice, rng, replicates, paired))
         intervals.append(effect(mine.recall, theirs.recall, rng, replicates, paired))  # SETS ends with the external set
-        lines.append(f"| {lever['lever']} | {len(runs)} against {len(against)} | "
-                     + " | ".join(_cell(*i) for i in intervals) + f" | {_verdict(intervals, one_run)} |")
+        cells = [_cell(*i) for i in intervals]
+        framing, interval = _framing_cell(runs, against, config, folder, rng, replicates, paired)
+        lines.append(f"| {lever['lever']} | {len(runs)} against {len(against)} | " + " | ".join(cells)
+                     + f" | {framing} | {_verdict([*intervals, interval], one_run)} |")
     return "\n".join(lines)
 
 

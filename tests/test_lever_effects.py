@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import lever_effects  # noqa: E402
-from lever_effects import BEGIN, END, effect, load_scores, render  # noqa: E402
+from lever_effects import BEGIN, END, effect, framing_means, load_scores, render, seed_effect  # noqa: E402
 
 
 def _photos(n: int = 150, seed: int = 1) -> np.ndarray:
@@ -99,6 +99,47 @@ def test_render_reads_baselines_by_name_and_reports_a_clear_lever(tmp_path: Path
     assert "partly counted" not in render(same, tmp_path, replicates=100)
     with pytest.raises(SystemExit, match="no baseline 'nope'.*choose from b"):
         render({**config, "levers": [{"lever": "x", "runs": ["worse_seed42"], "against": "nope"}]}, tmp_path, 10)
+
+
+def test_seed_level_effect_separates_only_beyond_the_seed_spread() -> None:
+    calm = np.array([0.90, 0.901, 0.899])
+    point, lo, hi = seed_effect(calm - 0.02, calm, np.random.default_rng(0), replicates=2000)
+    assert point == pytest.approx(-0.02) and hi < 0
+    spread = np.array([0.87, 0.93, 0.90])  # seeds further apart than the lever's effect
+    _, lo, hi = seed_effect(spread - 0.02, calm, np.random.default_rng(0), replicates=2000)
+    assert lo < 0 < hi
+    # paired: every seed loses 0.02 against its own baseline, so the spread the sides share cancels
+    _, lo, hi = seed_effect(spread - 0.02, spread, np.random.default_rng(0), replicates=2000, paired_seeds=True)
+    assert lo == pytest.approx(-0.02) and hi == pytest.approx(-0.02)
+    with pytest.raises(ValueError, match="two runs a side"):
+        seed_effect(calm[:1], calm, np.random.default_rng(0))
+
+
+def _framing(folder: Path, name: str, dice: float) -> None:
+    (folder / "framing").mkdir(exist_ok=True)
+    (folder / "framing" / f"{name}.json").write_text(json.dumps({"external": {"centre 2x": {"dice_mean": dice}}}))
+
+
+def test_the_centre_2x_column_reads_framing_files_by_run_or_alias(tmp_path: Path) -> None:
+    ids = [f"ISIC_{i}" for i in range(40)]
+    base = dict(zip(ids, _photos(40, seed=6)))
+    runs = {"base_seed42": 0.90, "base_seed43": 0.905, "lever_seed42": 0.84, "lever_seed43": 0.845}
+    for k, (run, centre) in enumerate(runs.items()):
+        _record(tmp_path, run, 42 + k % 2, base)
+        _framing(tmp_path, "shipped" if run == "base_seed43" else run, centre)
+    config = {"framing_files": {"base_seed43": "shipped"},
+              "baselines": {"b": {"label": "base", "runs": ["base_seed42", "base_seed43"]}},
+              "levers": [{"lever": "closer crops hurt", "runs": ["lever_seed42", "lever_seed43"], "against": "b"},
+                         {"lever": "one run", "runs": ["lever_seed42"], "against": ["base_seed42"]}]}
+    np.testing.assert_allclose(framing_means(["base_seed42", "base_seed43"], config["framing_files"], tmp_path),
+                               [0.90, 0.905])
+    assert framing_means(["base_seed43"], {}, tmp_path) is None  # no file under the run's own name
+    rows = {line.split(" | ")[0][2:]: line for line in render(config, tmp_path, replicates=500).splitlines()}
+    assert "| -0.0600 [" in rows["closer crops hurt"] and rows["closer crops hurt"].endswith(
+        "| centre-2x external Dice lower |")  # the same photos on both sides: only the framing moved
+    assert "| -0.0600 (no interval: one run) |" in rows["one run"] and "centre-2x" not in rows["one run"]
+    (tmp_path / "framing" / "lever_seed43.json").unlink()
+    assert "| - | within noise |" in render(config, tmp_path, replicates=100).splitlines()[-2]
 
 
 def test_the_committed_tables_match_the_committed_run_records() -> None:
