@@ -113,18 +113,10 @@ def framing_means(runs: list[str], aliases: dict[str, str], folder: Path = RUNS)
 def seed_effect(lever: np.ndarray, against: np.ndarray, rng: np.random.Generator,
                 replicates: int = REPLICATES, paired_seeds: bool = False) -> tuple[float, float, float]:
     """Difference of the means of two (seeds,) arrays and its 95% bootstrap interval over seeds
-    (paired: the per-seed differences drawn once). ValueError with fewer than two runs a side."""
+    (:func:`effect` with one photo). ValueError with fewer than two runs a side."""
     if min(len(lever), len(against)) < 2:
         raise ValueError(f"a seed-level interval needs two runs a side, got {len(lever)} against {len(against)}")
-    point = float(lever.mean() - against.mean())
-    if paired_seeds:
-        if len(lever) != len(against):
-            raise ValueError(f"paired seeds need as many runs a side, got {len(lever)} against {len(against)}")
-        boot = _seed_means((lever - against)[:, None], rng, replicates)[:, 0]
-    else:
-        boot = (_seed_means(lever[:, None], rng, replicates) - _seed_means(against[:, None], rng, replicates))[:, 0]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return point, float(lo), float(hi)
+    return effect(lever[:, None], against[:, None], rng, replicates, paired_seeds)
 
 
 def _framing_cell(runs: list[str], against: list[str], config: dict, folder: Path, rng: np.random.Generator,
