@@ -111,8 +111,10 @@ def retune_threshold(weights: Path, data_dir: str, val_ids: Path, recall_target:
 def recipe_summary(cfg: dict) -> str:
     """One paragraph of the training recipe, from the run's saved config.yaml."""
     preset = cfg.get("augment_preset", "standard")
-    robust = preset in ("robust", "framing")
-    augment = ("albumentations flips / rotate90 / affine / random resized crop (zoom-in to "
+    robust = preset in ("robust", "framing", "zoom")
+    augment = ("albumentations flips / rotate90 / affine / "
+               f"{'a lesion-centred window about the lesion size / ' if preset == 'zoom' else ''}"
+               "random resized crop (zoom-in to "
                f"{'10' if preset == 'framing' else '25'}% and aspect "
                "0.6-1.67, so lesions fill or leave the frame) / Shades of Gray colour constancy or a colour cast / "
                "colour-hue jitter / gamma / blur-noise-JPEG-downscale / pen and ruler marks / CLAHE / coarse dropout"

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from lesionseg.data.transforms import PenMarks, ShadesOfGray, shades_of_gray, train_transform
+from lesionseg.data.transforms import LesionZoom, PenMarks, ShadesOfGray, shades_of_gray, train_transform
 from lesionseg.models import DSAttentionUNet
 from lesionseg.models.encoders import MobileNetV2Encoder, default_encoder_weights
 from lesionseg.training.thresholds import choose_joint_threshold
@@ -97,7 +98,7 @@ def test_missing_imagenet_package_says_how_to_get_it(monkeypatch: pytest.MonkeyP
         default_encoder_weights("mobilenet_v2")
 
 
-@pytest.mark.parametrize("preset", ["robust", "framing"])
+@pytest.mark.parametrize("preset", ["robust", "framing", "zoom"])
 def test_robust_presets_are_reproducible_and_keep_masks_binary(preset: str) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -111,7 +112,7 @@ def test_robust_presets_are_reproducible_and_keep_masks_binary(preset: str) -> N
     for a, b in zip(*outs):
         assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["mask"], b["mask"])
         assert a["image"].shape == (64, 64, 3) and set(np.unique(a["mask"])) <= {0, 255}
-    with pytest.raises(ValueError, match="valid: standard, robust, framing"):
+    with pytest.raises(ValueError, match="valid: standard, robust, framing, zoom"):
         train_transform(64, True, "heavy")
 
 
@@ -126,6 +127,39 @@ def test_the_framing_preset_zooms_in_further_than_robust() -> None:
     # the same photometric part as robust: only the crop differs
     names = [[type(t).__name__ for t in train_transform(64, True, p).transforms] for p in ("robust", "framing")]
     assert names[0] == names[1]
+
+
+def test_lesion_zoom_fills_the_frame_with_the_lesion_and_moves_image_and_mask_together() -> None:
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    mask = np.zeros((96, 96), np.uint8)
+    mask[50:86, 10:40] = 255  # off centre, 36 x 30 px: about 12% of the frame
+    img[mask > 0] = (60, 30, 20)  # the lesion's colour, so the image shows where the window went
+    zoom = LesionZoom(p=1.0)
+    zoom.set_random_seed(0)
+    for _ in range(20):
+        out = zoom(image=img, mask=mask)
+        assert out["image"].shape == img.shape and set(np.unique(out["mask"])) <= {0, 255}
+        lesion = out["mask"] > 0
+        assert lesion.mean() > 0.35  # the lesion fills much of the window, wherever it lay
+        # the image was cut and scaled the same way as the mask: away from the outline (the
+        # interpolation blends a band along it) lesion pixels have the lesion's colour, others not
+        dark = (np.abs(out["image"].astype(int) - (60, 30, 20)).max(axis=2) <= 2)
+        kernel = np.ones((9, 9), np.uint8)
+        inside, outside = cv2.erode(lesion.astype(np.uint8), kernel) > 0, cv2.dilate(lesion.astype(np.uint8), kernel) == 0
+        assert dark[inside].all() and not dark[outside].any()
+    # with the window smaller than a large lesion, the lesion touches every border
+    large = np.zeros_like(mask)
+    large[20:80, 15:65] = 255
+    tight = LesionZoom(scale=(0.6, 0.6), shift=0.0, p=1.0)
+    m = tight(image=img, mask=large)["mask"] > 0
+    assert m[0].any() and m[-1].any() and m[:, 0].any() and m[:, -1].any()
+    empty = np.zeros_like(mask)
+    out = zoom(image=img, mask=empty)
+    assert np.array_equal(out["image"], img) and not out["mask"].any()
+    # the zoom preset is robust with the lesion window placed before the random crop
+    names = [[type(t).__name__ for t in train_transform(64, True, p).transforms] for p in ("robust", "zoom")]
+    assert names[1] == names[0][:4] + ["LesionZoom"] + names[0][4:]
 
 
 def test_colour_transforms_leave_the_mask_and_neutralise_a_cast() -> None:

@@ -48,8 +48,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", dest="augment", action=argparse.BooleanOptionalAction, default=None,
                    help="albumentations augmentation (default on)")
     both("augment_preset", choices=list(AUGMENT_PRESETS),
-         help="standard (the original recipe), robust (framing, colour constancy, blur, pen marks) or "
-              "framing (robust with closer crops)")
+         help="standard (the original recipe), robust (framing, colour constancy, blur, pen marks), "
+              "framing (robust with closer crops) or zoom (robust with windows placed on the lesion, "
+              "so that it fills the frame)")
     both("encoder", choices=list(ENCODERS),
          help="encoder: unet (from scratch), mobilenet_v2 or efficientnet_lite0 (ImageNet)")
     both("encoder_weights", metavar="PATH|none",

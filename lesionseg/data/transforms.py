@@ -86,6 +86,57 @@ class PenMarks(A.ImageOnlyTransform):
         return out
 
 
+class LesionZoom(A.DualTransform):
+    """A window centred on the lesion and about its size, resized back to the image's size: the
+    lesion fills the frame or is cut on every side, the framing on which the independent ISIC sets
+    fail (a frame-filling lesion outlined only at its darkest core). The random crops of the other
+    presets rarely give it, since their windows are placed without regard to the lesion.
+
+    ``scale``: the window's side as a multiple of the lesion's bounding-box side (below 1 the
+    lesion is cut on every side); ``shift``: how far the window's centre strays from the box's, as
+    a fraction of the window. An image without lesion pixels is left as it is."""
+
+    def __init__(self, scale: tuple[float, float] = (0.5, 1.3), shift: float = 0.15, p: float = 0.25):
+        super().__init__(p=p)
+        self.scale, self.shift = scale, shift
+
+    @property
+    def targets_as_params(self) -> list[str]:
+        return ["mask"]
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        mask = data["mask"]
+        h, w = mask.shape[:2]
+        ys, xs = np.nonzero(mask)
+        if len(ys) == 0:
+            return {"window": (0, 0, h, w)}
+        r = self.py_random
+        side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) * r.uniform(*self.scale)
+        # at most a 3x zoom: beyond it the upsampled pixels are a blur no camera gives
+        side = int(round(min(max(side, min(h, w) / 3), min(h, w))))
+        cy = (ys.min() + ys.max()) / 2 + r.uniform(-self.shift, self.shift) * side
+        cx = (xs.min() + xs.max()) / 2 + r.uniform(-self.shift, self.shift) * side
+        # moved inside the image rather than padded: a padded edge is a framing no camera gives
+        y0 = int(round(min(max(cy - side / 2, 0), h - side)))
+        x0 = int(round(min(max(cx - side / 2, 0), w - side)))
+        return {"window": (y0, x0, y0 + side, x0 + side)}
+
+    def _crop(self, x: np.ndarray, window: tuple[int, int, int, int], interpolation: int) -> np.ndarray:
+        y0, x0, y1, x1 = window
+        h, w = x.shape[:2]
+        return cv2.resize(x[y0:y1, x0:x1], (w, h), interpolation=interpolation)
+
+    def apply(self, img: np.ndarray, window: tuple[int, int, int, int] = (0, 0, 0, 0), **params) -> np.ndarray:
+        return self._crop(img, window, cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, window: tuple[int, int, int, int] = (0, 0, 0, 0),
+                      **params) -> np.ndarray:
+        return self._crop(mask, window, cv2.INTER_NEAREST)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("scale", "shift")
+
+
 def train_transform(img_size: int, augment: bool = True, preset: str = "standard") -> A.Compose:
     """Augmentations suited to dermoscopy: a lesion has no up or down, devices differ in colour,
     zoom and sharpness, and hair / vignetting are common. Input images are already ``img_size``.
@@ -94,22 +145,25 @@ def train_transform(img_size: int, augment: bool = True, preset: str = "standard
     clinics differ in: framing (crops that zoom in until the lesion fills or leaves the frame, and
     aspect changes that undo or redo a squash-resize), colour constancy and colour casts, stronger
     blur and JPEG loss, and pen / ruler marks; ``framing`` is ``robust`` with closer crops (down to
-    10% of the image's area instead of 25%, a little more often), for photos framed tighter still.
+    10% of the image's area instead of 25%, a little more often), for photos framed tighter still;
+    ``zoom`` is ``robust`` with :class:`LesionZoom` before the random crop, a window placed on the
+    lesion itself so that it fills the frame or is cut on every side.
     """
     if preset not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(AUGMENT_PRESETS)}")
     if not augment:
         return A.Compose([A.Resize(img_size, img_size)])
-    robust = preset in ("robust", "framing")
+    robust = preset in ("robust", "framing", "zoom")
     # area range, probability of the zoom-in crop: the crops of scripts/framing_check.py lie at 0.44 and 0.25
     crop_scale, crop_p = {"standard": ((0.6, 1.0), 0.3), "robust": ((0.25, 1.0), 0.6),
-                          "framing": ((0.1, 1.0), 0.7)}[preset]
+                          "framing": ((0.1, 1.0), 0.7), "zoom": ((0.25, 1.0), 0.6)}[preset]
     geometric = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
         A.Affine(scale=(0.75, 1.25), translate_percent=(-0.08, 0.08), rotate=(-30, 30), shear=(-8, 8),
                  border_mode=cv2.BORDER_REFLECT_101, p=0.7),
+        *([LesionZoom()] if preset == "zoom" else []),
         A.RandomResizedCrop(size=(img_size, img_size), scale=crop_scale,
                             ratio=(0.6, 1.67) if robust else (0.8, 1.25), p=crop_p),
         A.Resize(img_size, img_size),
