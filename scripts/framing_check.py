@@ -17,7 +17,8 @@ scores the model on the re-framed photo against the mask cut the same way:
 Each crop goes through ``Predictor.predict`` (exact fp32, so models compare without a CPU path's
 rounding), at each model's own threshold, and is scored at the crop's resolution with the same
 per-image metrics as ``lesionseg evaluate`` (failures: IoU < 0.65). Writes
-``configs/generalization/framing/<name>.json`` per model and prints a Markdown table;
+``configs/generalization/framing/<name>.json`` per model (each set's means per framing, and the
+external set's Dice and recall per photo under ``per_image``) and prints a Markdown table;
 ``--table`` prints the tables of the files already written (docs/generalization.md quotes them).
 """
 from __future__ import annotations
@@ -199,9 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         summary = {s: {label: {k: v for k, v in r.items() if k != "per_image"} for label, r in by.items()}
                    for s, by in results[name].items()}
+        # the external set's photos too, so that a lever's framing effect can be drawn over photos
+        # as well as seeds (scripts/lever_effects.py); the own parts barely move with framing
+        photos = {label: [{k: row[k] for k in ("id", "dice", "recall")} for row in r["per_image"]]
+                  for label, r in results[name]["external"].items()} if "external" in results[name] else {}
         doc = {"model": name, "folder": str(folder), "model_sha256": file_sha256(folder / "model.safetensors"),
                "threshold": predictor.threshold, "wide_view": predictor.wide_view,
-               "framings": [list(f) for f in FRAMINGS], "images": {s: len(p) for s, p in sets.items()}, **summary}
+               "framings": [list(f) for f in FRAMINGS], "images": {s: len(p) for s, p in sets.items()}, **summary,
+               "per_image": {"external": photos}}
         atomic_write_text(args.out / f"{stem}.json", json.dumps(doc, indent=1) + "\n")
     print(table(results))
     return 0

@@ -15,10 +15,12 @@ bootstrap of n seeds gives their mean (n-1)/n of its variance, half with two): a
 only just excludes 0 is a lead worth more seeds, not a settled effect.
 
 The last effect column reads the framing stress test (``scripts/framing_check.py``): external Dice
-with the central half of each side of every photo, where the lesion fills the frame. Those files
-keep each run's mean, not its photos, so that interval is over seeds only (each side's seeds drawn
-with replacement, or the pairs with ``paired_seeds``); it needs two runs a side and reads "-"
-where a run has no framing file.
+with the central half of each side of every photo, where the lesion fills the frame. Where every
+run of both sides has its photos in its framing file (``per_image``, written since the files
+kept them), that interval is the same two-level bootstrap as the others; where a file keeps the
+run's mean only, it is over seeds only (each side's seeds drawn with replacement, or the pairs
+with ``paired_seeds``), needs two runs a side and says "(seeds only)". It reads "-" where a run
+has no framing file.
 """
 from __future__ import annotations
 
@@ -110,6 +112,27 @@ def framing_means(runs: list[str], aliases: dict[str, str], folder: Path = RUNS)
     return np.asarray(values, np.float64)
 
 
+def framing_scores(runs: list[str], aliases: dict[str, str], folder: Path = RUNS) -> Scores | None:
+    """The runs' per-photo external Dice and recall at :data:`FRAMING` from their framing files, photos
+    in one order; None where a file is missing or keeps means only, or the runs scored other photos."""
+    dice, recall, ids = [], [], None
+    for run in runs:
+        path = folder / "framing" / f"{aliases.get(run, run)}.json"
+        if not path.is_file():
+            return None
+        rows = json.loads(path.read_text()).get("per_image", {}).get(FRAMING[0], {}).get(FRAMING[1])
+        if not rows:
+            return None
+        per_image = {r["id"]: r for r in rows}
+        if ids is None:
+            ids = sorted(per_image)
+        elif sorted(per_image) != ids:
+            return None
+        dice.append([per_image[i]["dice"] for i in ids])
+        recall.append([per_image[i]["recall"] for i in ids])
+    return Scores(ids, np.asarray(dice, np.float64), np.asarray(recall, np.float64))
+
+
 def seed_effect(lever: np.ndarray, against: np.ndarray, rng: np.random.Generator,
                 replicates: int = REPLICATES, paired_seeds: bool = False) -> tuple[float, float, float]:
     """Difference of the means of two (seeds,) arrays and its 95% bootstrap interval over seeds
@@ -123,13 +146,17 @@ def _framing_cell(runs: list[str], against: list[str], config: dict, folder: Pat
                   replicates: int, paired: bool) -> tuple[str, tuple[float, float, float] | None]:
     """(cell text, interval or None) of the centre-2x external Dice effect."""
     aliases = config.get("framing_files", {})
+    photos = framing_scores(runs, aliases, folder), framing_scores(against, aliases, folder)
+    if photos[0] is not None and photos[1] is not None and photos[0].ids == photos[1].ids:
+        interval = effect(photos[0].dice, photos[1].dice, rng, replicates, paired)
+        return _cell(*interval), interval
     mine, theirs = framing_means(runs, aliases, folder), framing_means(against, aliases, folder)
     if mine is None or theirs is None:
         return "-", None
     if min(len(mine), len(theirs)) < 2:
         return f"{mine.mean() - theirs.mean():+.4f} (no interval: one run)", None
     interval = seed_effect(mine, theirs, rng, replicates, paired)
-    return _cell(*interval), interval
+    return _cell(*interval) + " (seeds only)", interval
 
 
 def _runs(spec: str | list[str], baselines: dict) -> list[str]:
@@ -174,7 +201,7 @@ def effects_table(config: dict, folder: Path = RUNS, replicates: int = REPLICATE
     """One row a lever: its Dice effect on both sets, its external recall effect and its centre-2x
     external Dice effect (seed level), with intervals."""
     lines = ["| lever | runs against | Dice own test | Dice external | recall external "
-             "| Dice external at centre 2x (seeds only) | reading |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| Dice external at centre 2x | reading |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for lever in config["levers"]:
         runs, against = _runs(lever["runs"], config["baselines"]), _runs(lever["against"], config["baselines"])
         # an inference setting on the same weights has no training noise to count

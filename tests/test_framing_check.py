@@ -82,6 +82,10 @@ def test_scores_as_given_are_lesionseg_evaluates_and_the_json_is_written(tmp_pat
     assert doc["images"] == {"test": 2, "external": 2, "val": 2} and doc["threshold"] == predictor.threshold
     assert doc["wide_view"] == predictor.wide_view
     assert 0.0 <= doc["external"]["centre 2x"]["recall_mean"] <= 1.0
+    # the external set's photos are kept, and their mean is the file's mean
+    photos = doc["per_image"]["external"]["centre 2x"]
+    assert [r["id"] for r in photos] == [p.id for p in pairs[:2]]
+    assert np.mean([r["dice"] for r in photos]) == pytest.approx(doc["external"]["centre 2x"]["dice_mean"], abs=1e-9)
     assert "| shipped (weights/) | edge 1.5x |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--limit", "1", "--out", str(tmp_path)])  # no config.json there

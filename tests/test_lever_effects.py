@@ -115,9 +115,13 @@ def test_seed_level_effect_separates_only_beyond_the_seed_spread() -> None:
         seed_effect(calm[:1], calm, np.random.default_rng(0))
 
 
-def _framing(folder: Path, name: str, dice: float) -> None:
+def _framing(folder: Path, name: str, dice: float, photos: dict[str, float] | None = None) -> None:
+    """A framing file with the run's centre-2x external mean, and its photos where given."""
     (folder / "framing").mkdir(exist_ok=True)
-    (folder / "framing" / f"{name}.json").write_text(json.dumps({"external": {"centre 2x": {"dice_mean": dice}}}))
+    doc = {"external": {"centre 2x": {"dice_mean": dice}}}
+    if photos is not None:
+        doc["per_image"] = {"external": {"centre 2x": [{"id": i, "dice": d, "recall": d} for i, d in photos.items()]}}
+    (folder / "framing" / f"{name}.json").write_text(json.dumps(doc))
 
 
 def test_the_centre_2x_column_reads_framing_files_by_run_or_alias(tmp_path: Path) -> None:
@@ -135,11 +139,39 @@ def test_the_centre_2x_column_reads_framing_files_by_run_or_alias(tmp_path: Path
                                [0.90, 0.905])
     assert framing_means(["base_seed43"], {}, tmp_path) is None  # no file under the run's own name
     rows = {line.split(" | ")[0][2:]: line for line in render(config, tmp_path, replicates=500).splitlines()}
-    assert "| -0.0600 [" in rows["closer crops hurt"] and rows["closer crops hurt"].endswith(
+    assert "] (seeds only) |" in rows["closer crops hurt"] and "| -0.0600 [" in rows["closer crops hurt"] and rows["closer crops hurt"].endswith(
         "| centre-2x external Dice lower |")  # the same photos on both sides: only the framing moved
     assert "| -0.0600 (no interval: one run) |" in rows["one run"] and "centre-2x" not in rows["one run"]
     (tmp_path / "framing" / "lever_seed43.json").unlink()
     assert "| - | within noise |" in render(config, tmp_path, replicates=100).splitlines()[-2]
+
+
+def test_framing_files_with_photos_draw_the_photos_too(tmp_path: Path) -> None:
+    """Paired seeds whose centre-2x difference is the same on both seeds (-0.01) but swings
+    +-0.15 from photo to photo: over seeds only that reads as a sure loss; drawn over the photos
+    as well, it is noise. With a means-only file on either side the column falls back to seeds."""
+    ids = [f"ISIC_{i}" for i in range(40)]
+    base = dict(zip(ids, _photos(40, seed=7)))
+    swing = np.where(np.arange(40) % 2 == 0, 0.15, -0.17)  # mean -0.01
+    for seed in (42, 43):
+        _record(tmp_path, f"base_seed{seed}", seed, base)
+        _record(tmp_path, f"lever_seed{seed}", seed, base)
+        _framing(tmp_path, f"base_seed{seed}", float(np.mean(list(base.values()))), base)
+        lever = {i: base[i] + d for i, d in zip(ids, swing)}
+        _framing(tmp_path, f"lever_seed{seed}", float(np.mean(list(lever.values()))), lever)
+    config = {"baselines": {"b": {"label": "base", "runs": ["base_seed42", "base_seed43"]}},
+              "levers": [{"lever": "swings", "runs": ["lever_seed42", "lever_seed43"], "against": "b",
+                          "paired_seeds": True}]}
+    row = render(config, tmp_path, replicates=500).splitlines()[-1]
+    cell = row.split(" | ")[-2]
+    assert cell.startswith("-0.0100 [") and "seeds only" not in cell and row.endswith("| within noise |")
+    lo, hi = (float(v) for v in cell.split("[")[1].rstrip("]").split(", "))
+    assert lo < -0.03 and hi > 0.01
+    scores = lever_effects.framing_scores(["lever_seed42", "lever_seed43"], {}, tmp_path)
+    assert scores is not None and scores.dice.shape == (2, 40)
+    _framing(tmp_path, "base_seed43", float(np.mean(list(base.values()))))  # means only
+    row = render(config, tmp_path, replicates=500).splitlines()[-1]
+    assert "| -0.0100 [-0.0100, -0.0100] (seeds only) | centre-2x external Dice lower |" in row
 
 
 def test_the_committed_tables_match_the_committed_run_records() -> None:
