@@ -110,8 +110,10 @@ def retune_threshold(weights: Path, data_dir: str, val_ids: Path, recall_target:
 
 def recipe_summary(cfg: dict) -> str:
     """One paragraph of the training recipe, from the run's saved config.yaml."""
+    from lesionseg.data.presets import ROBUST_PRESETS
+
     preset = cfg.get("augment_preset", "standard")
-    robust = preset in ("robust", "framing", "zoom")
+    robust = preset in ROBUST_PRESETS
     augment = ("albumentations flips / rotate90 / affine / "
                f"{'a lesion-centred window about the lesion size / ' if preset == 'zoom' else ''}"
                "random resized crop (zoom-in to "

@@ -11,7 +11,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-from .presets import AUGMENT_PRESETS  # noqa: E402
+from .presets import AUGMENT_PRESETS, ROBUST_PRESETS  # noqa: E402
 
 
 def shades_of_gray(rgb: np.ndarray, power: float = 6.0) -> np.ndarray:
@@ -153,7 +153,7 @@ def train_transform(img_size: int, augment: bool = True, preset: str = "standard
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(AUGMENT_PRESETS)}")
     if not augment:
         return A.Compose([A.Resize(img_size, img_size)])
-    robust = preset in ("robust", "framing", "zoom")
+    robust = preset in ROBUST_PRESETS
     # area range, probability of the zoom-in crop: the crops of scripts/framing_check.py lie at 0.44 and 0.25
     crop_scale, crop_p = {"standard": ((0.6, 1.0), 0.3), "robust": ((0.25, 1.0), 0.6),
                           "framing": ((0.1, 1.0), 0.7), "zoom": ((0.25, 1.0), 0.6)}[preset]
