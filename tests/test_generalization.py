@@ -162,6 +162,20 @@ def test_lesion_zoom_fills_the_frame_with_the_lesion_and_moves_image_and_mask_to
     assert names[1] == names[0][:4] + ["LesionZoom"] + names[0][4:]
 
 
+@pytest.mark.parametrize("zoom_p", [0.25, 0.1])
+def test_zoom_p_sets_how_often_the_window_is_placed_on_the_lesion(zoom_p: float) -> None:
+    t = train_transform(96, True, "zoom", zoom_p)
+    assert next(x for x in t.transforms if isinstance(x, LesionZoom)).p == zoom_p
+    # and that share of photos is what gets zoomed: a small lesion fills the frame only then
+    mask = np.zeros((96, 96), np.uint8)
+    mask[40:52, 40:52] = 255
+    img = np.zeros((96, 96, 3), np.uint8)
+    zoom = LesionZoom(p=zoom_p)
+    zoom.set_random_seed(5)
+    share = np.mean([zoom(image=img, mask=mask)["mask"].mean() > 0.1 * 255 for _ in range(400)])
+    assert abs(share - zoom_p) < 0.06
+
+
 def test_colour_transforms_leave_the_mask_and_neutralise_a_cast() -> None:
     img = np.full((32, 32, 3), (200, 150, 100), np.uint8)
     img[8:24, 8:24] = (100, 60, 40)

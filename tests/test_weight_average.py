@@ -116,6 +116,8 @@ def test_training_chooses_and_saves_the_average_and_resumes_it(make_dataset, tmp
 @pytest.mark.parametrize("args, needle", [
     (["--ema-decay", "1"], "--ema-decay must lie in [0, 1)"),
     (["--encoder-lr-scale", "0"], "--encoder-lr-scale must lie in (0, 1]"),
+    (["--augment-preset", "zoom", "--zoom-p", "1.5"], "--zoom-p must lie in (0, 1]"),
+    (["--augment-preset", "robust", "--zoom-p", "0.1"], "--zoom-p applies to --augment-preset zoom only"),
 ])
 def test_bad_lever_values_fail_with_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
     r = train("--data-dir", str(tmp_path), *args, "--output-dir", str(tmp_path / "o"))

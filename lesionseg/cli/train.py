@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..data.presets import AUGMENT_PRESETS
+from ..data.presets import AUGMENT_PRESETS, ZOOM_P
 from ..losses import LOSSES
 from ..models.encoders import ENCODERS
 from ..training.config import SELECT_ON
@@ -51,6 +51,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
          help="standard (the original recipe), robust (framing, colour constancy, blur, pen marks), "
               "framing (robust with closer crops) or zoom (robust with windows placed on the lesion, "
               "so that it fills the frame)")
+    both("zoom_p", type=float, metavar="P",
+         help=f"with --augment-preset zoom: the share of photos framed on the lesion (default {ZOOM_P})")
     both("encoder", choices=list(ENCODERS),
          help="encoder: unet (from scratch), mobilenet_v2 or efficientnet_lite0 (ImageNet)")
     both("encoder_weights", metavar="PATH|none",

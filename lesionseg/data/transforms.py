@@ -11,7 +11,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-from .presets import AUGMENT_PRESETS, ROBUST_PRESETS  # noqa: E402
+from .presets import AUGMENT_PRESETS, ROBUST_PRESETS, ZOOM_P  # noqa: E402
 
 
 def shades_of_gray(rgb: np.ndarray, power: float = 6.0) -> np.ndarray:
@@ -96,7 +96,7 @@ class LesionZoom(A.DualTransform):
     lesion is cut on every side); ``shift``: how far the window's centre strays from the box's, as
     a fraction of the window. An image without lesion pixels is left as it is."""
 
-    def __init__(self, scale: tuple[float, float] = (0.5, 1.3), shift: float = 0.15, p: float = 0.25):
+    def __init__(self, scale: tuple[float, float] = (0.5, 1.3), shift: float = 0.15, p: float = ZOOM_P):
         super().__init__(p=p)
         self.scale, self.shift = scale, shift
 
@@ -137,7 +137,8 @@ class LesionZoom(A.DualTransform):
         return ("scale", "shift")
 
 
-def train_transform(img_size: int, augment: bool = True, preset: str = "standard") -> A.Compose:
+def train_transform(img_size: int, augment: bool = True, preset: str = "standard",
+                    zoom_p: float = ZOOM_P) -> A.Compose:
     """Augmentations suited to dermoscopy: a lesion has no up or down, devices differ in colour,
     zoom and sharpness, and hair / vignetting are common. Input images are already ``img_size``.
 
@@ -147,7 +148,7 @@ def train_transform(img_size: int, augment: bool = True, preset: str = "standard
     blur and JPEG loss, and pen / ruler marks; ``framing`` is ``robust`` with closer crops (down to
     10% of the image's area instead of 25%, a little more often), for photos framed tighter still;
     ``zoom`` is ``robust`` with :class:`LesionZoom` before the random crop, a window placed on the
-    lesion itself so that it fills the frame or is cut on every side.
+    lesion itself so that it fills the frame or is cut on every side, on ``zoom_p`` of the photos.
     """
     if preset not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(AUGMENT_PRESETS)}")
@@ -163,7 +164,7 @@ def train_transform(img_size: int, augment: bool = True, preset: str = "standard
         A.RandomRotate90(p=0.5),
         A.Affine(scale=(0.75, 1.25), translate_percent=(-0.08, 0.08), rotate=(-30, 30), shear=(-8, 8),
                  border_mode=cv2.BORDER_REFLECT_101, p=0.7),
-        *([LesionZoom()] if preset == "zoom" else []),
+        *([LesionZoom(p=zoom_p)] if preset == "zoom" else []),
         A.RandomResizedCrop(size=(img_size, img_size), scale=crop_scale,
                             ratio=(0.6, 1.67) if robust else (0.8, 1.25), p=crop_p),
         A.Resize(img_size, img_size),

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ..data.presets import AUGMENT_PRESETS
+from ..data.presets import AUGMENT_PRESETS, ZOOM_P
 from ..losses import LOSSES
 
 # the score that picks the best epoch: validation Dice, or its mean with the external set's Dice
@@ -41,6 +41,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     augment: bool = True
     augment_preset: str = "standard"
+    # how often the zoom preset places its window on the lesion (a fraction of the photos)
+    zoom_p: float = ZOOM_P
     # the pretrained encoder's learning rate as a fraction of lr (1: one rate for the whole model)
     encoder_lr_scale: float = 1.0
     # an exponential moving average of the weights is validated, chosen and saved (0: off)
@@ -116,6 +118,10 @@ class TrainConfig:
             raise ValueError(f"--img_size must be a multiple of 16, got {self.img_size}")
         if self.augment_preset not in AUGMENT_PRESETS:
             raise ValueError(f"unknown augment_preset {self.augment_preset!r}; valid: {', '.join(AUGMENT_PRESETS)}")
+        if not 0 < self.zoom_p <= 1:
+            raise ValueError(f"--zoom-p must lie in (0, 1], got {self.zoom_p}")
+        if self.zoom_p != ZOOM_P and self.augment_preset != "zoom":
+            raise ValueError(f"--zoom-p applies to --augment-preset zoom only, got --augment-preset {self.augment_preset}")
         if self.select_on not in SELECT_ON:
             raise ValueError(f"unknown select_on {self.select_on!r}; valid: {', '.join(SELECT_ON)}")
         if self.select_on != "val" and not self.external_dir:

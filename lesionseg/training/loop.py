@@ -148,7 +148,7 @@ def fit(cfg: TrainConfig, ctx: Distributed | None = None) -> RunResult:
     log.info("data: %d train / %d val / %d test pairs; decoding at %d px", len(split["train"]),
              len(split["val"]), len(split["test"]), cfg.img_size)
     train_ds = LesionDataset([by_id[i] for i in train_ids], cfg.img_size,
-                             train_transform(cfg.img_size, cfg.augment, cfg.augment_preset), mean, std)
+                             train_transform(cfg.img_size, cfg.augment, cfg.augment_preset, cfg.zoom_p), mean, std)
     val_ds = LesionDataset([by_id[i] for i in split["val"] or split["train"][:8]], cfg.img_size, None, mean, std)
     loader_gen = torch.Generator()
     sampler = ctx.sampler(train_ds, cfg.seed)  # None in one process: the loader shuffles with loader_gen

@@ -154,7 +154,7 @@ def fit_refiner(cfg: TrainConfig, rt: Runtime, pairs_by_id: dict, split: dict[st
         raise ValueError(f"{cfg.refiner_from} works at {s} px; train its refiner with --img-size {s}")
     mean, std = base.preprocess_mean, base.preprocess_std
     train_ds = LesionDataset([pairs_by_id[i] for i in split["train"]], s,
-                             train_transform(s, cfg.augment, cfg.augment_preset), mean, std)
+                             train_transform(s, cfg.augment, cfg.augment_preset, cfg.zoom_p), mean, std)
     val_ds = LesionDataset([pairs_by_id[i] for i in split["val"] or split["train"][:8]], s, None, mean, std)
     scored = {"val": loader_fn(val_ds)}
     if cfg.external_dir:
