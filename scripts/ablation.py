@@ -41,6 +41,9 @@ BEGIN, END = "<!-- ablation table: scripts/ablation.py table -->", "<!-- end of 
 
 
 def record(run: Path, note: str = "") -> None:
+    sys.path.insert(0, str(ROOT))
+    from lesionseg.data.presets import ZOOM_P
+
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     best = run / "models" / "best_model"
     out = OUT / run.name
@@ -60,7 +63,7 @@ def record(run: Path, note: str = "") -> None:
             "select_on": cfg.get("select_on", "val"), "threshold": model_cfg["inference_threshold"],
             "best_epoch": max(history, key=lambda h: h.get("score", h["val_dice"]))["epoch"],
             "wall_minutes": round(sum(h["seconds"] for h in history) / 60, 1)}
-    for key, off in (("ema_decay", 0.0), ("encoder_lr_scale", 1.0)):  # training levers, kept where turned on
+    for key, off in (("ema_decay", 0.0), ("encoder_lr_scale", 1.0), ("zoom_p", ZOOM_P)):  # training levers, kept where turned on
         if cfg.get(key, off) != off:
             info[key] = cfg[key]
     if note:  # e.g. the machine, for a rerun of a recipe already in the table
@@ -126,6 +129,8 @@ def table() -> str:
             label += f", decoder {'-'.join(map(str, info['decoder_channels']))} channels"
         if "encoder_lr_scale" in info:
             label += f", encoder learning rate x{info['encoder_lr_scale']:g}"
+        if "zoom_p" in info:
+            label += f", lesion windows on {info['zoom_p']:g} of the photos"
         if "ema_decay" in info:
             label += f", weight EMA {info['ema_decay']:g}"
         if info.get("note"):

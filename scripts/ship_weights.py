@@ -110,12 +110,13 @@ def retune_threshold(weights: Path, data_dir: str, val_ids: Path, recall_target:
 
 def recipe_summary(cfg: dict) -> str:
     """One paragraph of the training recipe, from the run's saved config.yaml."""
-    from lesionseg.data.presets import ROBUST_PRESETS
+    from lesionseg.data.presets import ROBUST_PRESETS, ZOOM_P
 
     preset = cfg.get("augment_preset", "standard")
     robust = preset in ROBUST_PRESETS
+    zoom = f"a lesion-centred window about the lesion size on {cfg.get('zoom_p', ZOOM_P):g} of the photos"
     augment = ("albumentations flips / rotate90 / affine / "
-               f"{'a lesion-centred window about the lesion size / ' if preset == 'zoom' else ''}"
+               f"{zoom + ' / ' if preset == 'zoom' else ''}"
                "random resized crop (zoom-in to "
                f"{'10' if preset == 'framing' else '25'}% and aspect "
                "0.6-1.67, so lesions fill or leave the frame) / Shades of Gray colour constancy or a colour cast / "
