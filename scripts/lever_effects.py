@@ -51,6 +51,7 @@ class Scores:
     ids: list[str]
     dice: np.ndarray
     recall: np.ndarray
+    precision: np.ndarray | None = None  # (seeds, photos), from the evaluation files only
 
 
 def load_scores(runs: list[str], filename: str, folder: Path = RUNS) -> Scores:
@@ -59,7 +60,7 @@ def load_scores(runs: list[str], filename: str, folder: Path = RUNS) -> Scores:
     if missing:
         raise SystemExit(f"{folder}: no {filename} for {', '.join(missing)} "
                          "(record the runs with scripts/ablation.py record, or fix configs/generalization/levers.yaml)")
-    dice, recall, ids = [], [], None
+    dice, recall, precision, ids = [], [], [], None
     for run in runs:
         per_image = {p["id"]: p for p in json.loads((folder / run / filename).read_text())["per_image"]}
         if ids is None:
@@ -69,7 +70,8 @@ def load_scores(runs: list[str], filename: str, folder: Path = RUNS) -> Scores:
                              "(evaluate both on the same split)")
         dice.append([per_image[i]["dice"] for i in ids])
         recall.append([per_image[i]["recall"] for i in ids])
-    return Scores(ids, np.asarray(dice, np.float64), np.asarray(recall, np.float64))
+        precision.append([per_image[i].get("precision", np.nan) for i in ids])
+    return Scores(ids, np.asarray(dice, np.float64), np.asarray(recall, np.float64), np.asarray(precision, np.float64))
 
 
 def _seed_means(values: np.ndarray, rng: np.random.Generator, replicates: int) -> np.ndarray:
