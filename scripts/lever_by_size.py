@@ -78,10 +78,12 @@ def by_size(row: dict, config: dict, set_name: str, data: Path = DATA, worst: in
     lines.append(f"| all | {len(area)} | " + " | ".join(f"{diff[k].mean():+.4f}" for k in ("dice", "recall", "precision"))
                  + " |")
     order = np.argsort(diff["dice"])[:worst]
-    total = diff["dice"].sum()
+    mean, part = diff["dice"].mean(), diff["dice"][order].sum() / len(area)
     named = ", ".join(f"{lever.ids[j]} ({diff['dice'][j]:+.3f}, lesion {area[j]:.3f})" for j in order)
-    share = f"{diff['dice'][order].sum() / total:.0%} of the total" if total < 0 else "the total is a gain"
-    lines += ["", f"The {worst} photos that lose most Dice ({share}): {named}."]
+    # a share only where it can be read as one: a net loss that these photos do not exceed
+    share = f", {part / mean:.0%} of the loss" if mean < 0 and part >= mean - 1e-12 else ""
+    lines += ["", f"The {worst} photos that lose most Dice (together {part:+.4f} of the mean {mean:+.4f}{share}): "
+                  f"{named}."]
     return "\n".join(lines)
 
 

@@ -42,7 +42,7 @@ def records(tmp_path: Path) -> tuple[dict, Path, Path]:
     # the lever loses 0.4 on the smallest lesion and 0.02 on the next, in precision; gains 0.01 on the largest two
     lever = [0.5, 0.88, 0.9, 0.9, 0.9, 0.9, 0.91, 0.91]
     for seed in (1, 2):
-        _write_run(runs, f"lever_seed{seed}", lever, [d for d in lever])
+        _write_run(runs, f"lever_seed{seed}", lever, lever)
         _write_run(runs, f"base_seed{seed}", base, base)
     config = {"baselines": {}, "levers": [
         {"lever": "the lever, against the same seeds", "runs": ["lever_seed1", "lever_seed2"],
@@ -63,7 +63,11 @@ def test_the_loss_is_placed_on_the_smallest_lesions_and_named(records: tuple[dic
     assert dice[4] == pytest.approx((-0.4 - 0.02 + 0.02) / N, abs=1e-4)
     assert float(rows[0][4]) == pytest.approx(-0.21, abs=1e-4)  # the precision column follows the files
     # the one photo that loses most is the smallest lesion, and it holds all of the net loss and more
-    assert "ISIC_0000000 (-0.400, lesion 0.010)" in text and "100% of the total" in text
+    assert "ISIC_0000000 (-0.400, lesion 0.010)" in text
+    assert "together -0.0500 of the mean -0.0500, 100% of the loss" in text
+    # photos that lose more than the net loss get no share, which would read over 100%
+    three = by_size(find_lever(config, "same seeds"), config, "own test", data, worst=3, folder=runs)
+    assert "(together -0.0525 of the mean -0.0500):" in three
 
 
 def test_a_name_matching_several_levers_or_none_lists_them(records: tuple[dict, Path, Path]) -> None:
