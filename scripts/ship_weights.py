@@ -5,7 +5,7 @@
 
 1. copies config.json + model.safetensors of the run's best model into weights/, its ONNX
    export (model.onnx, which the OpenVINO and ONNX Runtime paths load) and the int8 calibration of
-   its decoder convolutions for the OpenVINO path, the CPU default (int8_calibration.json, 64
+   its decoder convolutions for the OpenVINO path, the CPU default (int8_calibration.json, 256
    photos of the training part);
 2. copies the split (ID lists) and training history into the recipe folder; re-measures the
    validation operating points on the masks users get (the model's clean-up applied, see
@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CALIBRATION_PHOTOS = 256  # of the training part, for weights/int8_calibration.json
 
 
 def cpu_name() -> str:
@@ -189,10 +190,13 @@ def main() -> int:
     external = cfg.get("external_dir")
     if external:
         external = os.path.relpath(external, ROOT)
-    # the OpenVINO path's int8 decoder convolutions: ranges from training photos, never the test part
+    # the OpenVINO path's int8 decoder convolutions: ranges from training photos, never the test part;
+    # more photos than export's default, because min / max ranges from too few can leave a lesion
+    # that fills the frame, with probabilities near the threshold over much of it, outlined
+    # differently from exact fp32 (docs/benchmarks.md)
     subprocess.run([sys.executable, "-m", "lesionseg", "export", "--weights", str(weights), "--int8-calibration",
-                    data_dir, "--ids", os.path.relpath(recipe / "split.json", ROOT), "--split", "train"],
-                   check=True, cwd=ROOT)
+                    data_dir, "--ids", os.path.relpath(recipe / "split.json", ROOT), "--split", "train",
+                    "--max-images", str(CALIBRATION_PHOTOS)], check=True, cwd=ROOT)
     retune_threshold(weights, data_dir, recipe / "val_ids.txt", cfg["recall_target"], recipe / "operating_points.json",
                      external, cfg.get("external_recall_target", 0.9))
     evaluate(weights, data_dir, recipe / "test_ids.txt", recipe / "eval_test.json", tta=False)

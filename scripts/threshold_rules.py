@@ -12,8 +12,9 @@ offset from each other, and each falls slowly with the threshold), so they land 
 measures each model's operating points (per-image mean recall, precision and Dice
 at thresholds 0.05, 0.10, ..., 0.95, on the masks users get: the model's clean-up applied, exact
 fp32) on the validation part, the external set and the own test part, stores them in
-``configs/generalization/thresholds/<name>.json`` (every file there is one seed of the shipped
-recipe), and compares three rules, each the same choice on different points:
+``configs/generalization/thresholds/<name>.json`` (every file there is one seed of one recipe: the
+robust 12-epoch recipe shipped before the tenth's windows on the lesion), and compares three
+rules, each the same choice on different points:
 
 - ``own``: the seed's own points (what training does);
 - ``pooled``: the points averaged over all seeds: one threshold for the recipe;
