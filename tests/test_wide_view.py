@@ -98,7 +98,7 @@ def external(real_data_dir) -> dict[str, np.ndarray]:
     folder = real_data_dir.parent / "isic2018_extra_256c" / "images"
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
-    names = {"cut": "ISIC_0010323", "leak": "ISIC_0000537", "inside": "ISIC_0000058"}
+    names = {"cut": "ISIC_0011084", "leak": "ISIC_0000537", "inside": "ISIC_0000058"}
     return {k: load_image(folder / f"{v}.jpg") for k, v in names.items()}
 
 
